@@ -1,0 +1,73 @@
+"""The aiohttp application: routes, middleware and the resources' lifetimes."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+
+from . import database, state
+from .handlers.health import handle_healthz, handle_readyz
+from .handlers.media import handle_media
+from .middleware import access_log_middleware, error_middleware, forwarded_middleware, request_id_middleware
+from .ownership import TableOwnership
+from .s3 import Presigner, open_clients
+from .sessions.cookie import CookieSessionBackend
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[forwarded_middleware, request_id_middleware, access_log_middleware, error_middleware],
+        client_max_size=64 * 1024,
+    )
+    app[state.SETTINGS] = settings
+
+    app.cleanup_ctx.append(_postgres)
+    app.cleanup_ctx.append(_s3)
+    app.on_startup.append(_components)
+
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_route("*", settings.media_route, handle_media)
+    app.router.add_route("*", settings.media_route + "/{tail:.*}", handle_media)
+    return app
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    pool = await database.create_pool(app[state.SETTINGS])
+    app[state.POOL] = pool
+    await _probe_postgres(pool)
+
+    yield
+
+    log.info("closing the PostgreSQL pool")
+    await database.close_pool(pool)
+
+
+async def _probe_postgres(pool) -> None:
+    """Open one connection at start so the first request does not pay for it; an outage only warns."""
+    try:
+        await database.run(pool, lambda connection: connection.fetchval("SELECT 1"))
+    except Exception as error:
+        log.warning("PostgreSQL is not reachable at start (%s); requests will get 503 until it is", error)
+
+
+async def _s3(app: web.Application) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        app[state.S3] = await open_clients(app[state.SETTINGS], stack)
+        yield
+        log.info("closing the S3 clients")
+
+
+async def _components(app: web.Application) -> None:
+    settings = app[state.SETTINGS]
+    app[state.SESSIONS] = CookieSessionBackend(
+        settings.session_secrets, settings.session_cookie_name, settings.session_max_age
+    )
+    app[state.OWNERSHIP] = TableOwnership(app[state.POOL])
+    app[state.PRESIGNER] = Presigner(
+        app[state.S3].signing, settings.s3_bucket, settings.media_prefix, settings.media_url_ttl
+    )

@@ -1,0 +1,172 @@
+"""The `media-gateway` command line."""
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet
+
+from . import admin
+from .errors import GatewayError
+from .settings import Settings, load_settings
+
+log = logging.getLogger("gateway")
+
+SHUTDOWN_TIMEOUT = 8.0  # The platform sends SIGKILL 10 s after SIGTERM.
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="media-gateway", description="Authorize media requests and redirect to presigned S3 URLs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0)")
+    serve.add_argument("--port", type=_port, help="port to bind (default: $PORT, then 8080)")
+
+    demo = commands.add_parser("demo", help="run the service with embedded PostgreSQL and S3 and demo data")
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    demo.add_argument("--port", type=_port, help="port to bind (default: $PORT, then 8080)")
+
+    commands.add_parser("migrate", help="apply schema.sql to DATABASE_URL (safe to run twice)")
+    commands.add_parser("keygen", help="print a new SESSION_SECRET value")
+    commands.add_parser("check", help="validate the configuration and reach PostgreSQL and the bucket")
+
+    session = commands.add_parser("session", help="session tokens").add_subparsers(
+        dest="session_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    issue = session.add_parser("issue", help="print a session token (cookie value and bearer token) for a user")
+    issue.add_argument("--user", required=True, metavar="ID", help="the backend's user id")
+
+    objects = commands.add_parser("objects", help="register and share objects").add_subparsers(
+        dest="objects_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    add = objects.add_parser("add", help="register an object (upload the S3 object separately)")
+    add.add_argument("key", metavar="KEY", help="key under MEDIA_PREFIX, as it appears in the URL")
+    add.add_argument("--owner", required=True, metavar="ID", help="user id of the owner")
+    add.add_argument("--public", action="store_true", help="anyone may read it, signed in or not")
+    add.add_argument("--content-type", metavar="T", help="content type S3 sends with the file")
+    add.add_argument("--filename", metavar="NAME", help="name offered to the browser (Content-Disposition)")
+
+    grant = objects.add_parser("grant", help="share an object with another user")
+    grant.add_argument("key", metavar="KEY")
+    grant.add_argument("--to", required=True, metavar="ID", help="user id to share with")
+    grant.add_argument("--expires", metavar="ISO8601", help="end of the grant, e.g. 2027-01-31T12:00:00Z")
+
+    revoke = objects.add_parser("revoke", help="stop sharing an object with a user")
+    revoke.add_argument("key", metavar="KEY")
+    revoke.add_argument("--to", required=True, metavar="ID", help="user id to stop sharing with")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+    except GatewayError as error:
+        print(f"media-gateway: error: {error}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    environ = os.environ
+
+    if args.command == "keygen":
+        print(Fernet.generate_key().decode("ascii"))
+        return 0
+
+    if args.command == "session":
+        from .sessions.cookie import issue_token
+
+        settings = load_settings(environ, require=("SESSION_SECRET",))
+        print(issue_token(settings.session_secrets[0], args.user))
+        return 0
+
+    if args.command == "serve":
+        settings = load_settings(environ, require=("DATABASE_URL", "S3_BUCKET", "SESSION_SECRET"))
+        return _serve(settings, args.host, args.port or settings.port)
+
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(environ, args.host, args.port)
+
+    settings = load_settings(environ, require=("DATABASE_URL",))
+
+    if args.command == "migrate":
+        asyncio.run(admin.migrate(settings))
+        print("schema applied")
+        return 0
+
+    if args.command == "check":
+        return _check(environ)
+
+    return _objects(args, settings)
+
+
+def _objects(args: argparse.Namespace, settings: Settings) -> int:
+    if args.objects_command == "add":
+        asyncio.run(
+            admin.add_object(settings, args.key, args.owner, args.public, args.content_type, args.filename)
+        )
+        print(f"registered {args.key} for owner {args.owner}")
+    elif args.objects_command == "grant":
+        asyncio.run(admin.grant(settings, args.key, args.to, args.expires))
+        print(f"shared {args.key} with {args.to}")
+    elif not asyncio.run(admin.revoke(settings, args.key, args.to)):
+        print(f"{args.key} was not shared with {args.to}; nothing to revoke")
+    else:
+        print(f"stopped sharing {args.key} with {args.to}")
+    return 0
+
+
+def _check(environ) -> int:
+    settings = load_settings(environ, require=("DATABASE_URL", "S3_BUCKET", "SESSION_SECRET"))
+    problems = asyncio.run(admin.check(settings))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+
+    print(f"ok: PostgreSQL reachable, schema present, bucket {settings.s3_bucket} reachable")
+    return 0
+
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+    from .logs import configure_logging
+
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+
+    log.info("starting media-gateway on %s:%d (route %s)", host, port, settings.media_route)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
+    log.info("media-gateway stopped")
+    return 0
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}; use a number from 1 to 65535")
+    return int(value)

@@ -1,0 +1,74 @@
+"""The asyncpg pool and the errors that make PostgreSQL count as unavailable."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from .errors import BackendUnavailable
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0
+ACQUIRE_TIMEOUT = 2.0
+QUERY_TIMEOUT = 3.0
+POOL_MAX_SIZE = 10
+
+T = TypeVar("T")
+
+# Raised when the server is down, hung, restarting or refuses the connection.
+UNAVAILABLE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+)
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    """Create the pool without connecting, so the service boots while PostgreSQL is down."""
+    options = {}
+    if settings.database_statement_cache_size is not None:
+        options["statement_cache_size"] = settings.database_statement_cache_size
+
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=POOL_MAX_SIZE,
+        timeout=CONNECT_TIMEOUT,
+        command_timeout=QUERY_TIMEOUT,
+        server_settings={"application_name": "media-gateway"},
+        **options,
+    )
+
+
+async def run(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `query` on a pooled connection, turning outages into BackendUnavailable."""
+    try:
+        async with asyncio.timeout(ACQUIRE_TIMEOUT + QUERY_TIMEOUT):
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as connection:
+                return await query(connection)
+    except UNAVAILABLE_ERRORS as error:
+        raise BackendUnavailable("postgres", _describe(error)) from error
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, asyncio.TimeoutError):
+        return "timed out"
+    return f"{type(error).__name__}: {error}".strip()[:200]
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 3.0) -> None:
+    """Close the pool, terminating connections that do not close within `timeout` seconds."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (asyncio.TimeoutError, *UNAVAILABLE_ERRORS):
+        log.warning("the PostgreSQL pool did not close in %.0f s; terminating its connections", timeout)
+        pool.terminate()

@@ -1,0 +1,153 @@
+"""GET and HEAD on MEDIA_ROUTE/{key}: authenticate, look up, decide, sign, answer."""
+
+import datetime
+import logging
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+from .. import state
+from ..accept import accepts
+from ..disposition import content_disposition
+from ..errors import BackendUnavailable, MalformedKey
+from ..keys import parse_key
+from ..ownership import MediaObject
+from ..responses import json_error, media_headers, private_max_age
+from ..s3 import SignedUrl
+from ..sessions.cookie import bearer_token
+
+log = logging.getLogger(__name__)
+
+ALLOWED_METHODS = "GET, HEAD"
+MAX_DOWNLOAD_NAME_BYTES = 1024
+# The browser may reuse a redirect until this many seconds before its URL expires.
+MAX_AGE_MARGIN = 60
+
+
+async def handle_media(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed(request.method)
+
+    try:
+        key = parse_key(_raw_key(request))
+        options = _read_options(request)
+    except MalformedKey as error:
+        return json_error(400, "malformed_key", f"Invalid media key: {error}.", media_headers())
+    except _BadOption as error:
+        return json_error(400, "invalid_option", str(error), media_headers())
+
+    user_id = await request.app[state.SESSIONS].user_id(request)
+    request[state.USER_ID] = user_id
+
+    try:
+        media = await request.app[state.OWNERSHIP].find(key, user_id)
+    except BackendUnavailable as error:
+        log.warning("object lookup failed for request %s: %s", request.get(state.REQUEST_ID), error.reason)
+        return _unavailable()
+
+    if media is None or not media.readable_by(user_id):
+        if user_id is None:
+            return _unauthenticated(request)
+        return json_error(
+            403, "forbidden", "You may not read this object, or it does not exist.", media_headers()
+        )
+
+    signed = await request.app[state.PRESIGNER].presign(
+        key,
+        request.method,
+        disposition=_disposition(media, options.download),
+        content_type=media.content_type,
+    )
+    return _allowed(signed, options.json)
+
+
+class _BadOption(Exception):
+    pass
+
+
+class _Options:
+    def __init__(self, download: str | None, json: bool) -> None:
+        self.download = download  # None: inline; "": attachment with the default name.
+        self.json = json
+
+
+def _raw_key(request: web.Request) -> str:
+    """Return the still-encoded path after MEDIA_ROUTE + '/', so the key is decoded exactly once."""
+    route = request.app[state.SETTINGS].media_route
+    path = urlsplit(request.raw_path).path
+
+    if path == route:
+        return ""
+    if not path.startswith(route + "/"):
+        raise MalformedKey(f"the path does not start with {route}/")
+    return path[len(route) + 1 :]
+
+
+def _read_options(request: web.Request) -> _Options:
+    query = request.query
+
+    download = query.get("download")
+    if download is not None and len(download.encode("utf-8", "surrogatepass")) > MAX_DOWNLOAD_NAME_BYTES:
+        raise _BadOption(f"The download name is longer than {MAX_DOWNLOAD_NAME_BYTES} bytes; send a shorter name.")
+
+    output_format = query.get("format")
+    if output_format not in (None, "json"):
+        raise _BadOption(f"Unknown format {output_format[:50]!r}; use format=json or leave it out.")
+
+    accept = request.headers.get("Accept", "")
+    wants_json = output_format == "json" or (accepts(accept, "application/json") and not accepts(accept, "text/html"))
+    return _Options(download=download, json=wants_json)
+
+
+def _disposition(media: MediaObject, download: str | None) -> str | None:
+    if download is None:
+        return content_disposition("inline", media.filename) if media.filename else None
+
+    name = download or media.filename or media.key.rsplit("/", 1)[-1]
+    return content_disposition("attachment", name)
+
+
+def _allowed(signed: SignedUrl, as_json: bool) -> web.Response:
+    remaining = int((signed.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds())
+    margin = max(1, min(MAX_AGE_MARGIN, remaining // 10))
+    headers = media_headers(private_max_age(remaining - margin))
+
+    if as_json:
+        expires_at = signed.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return web.json_response({"url": signed.url, "expires_at": expires_at}, headers=headers)
+
+    headers["Location"] = signed.url
+    return web.Response(status=302, headers=headers)
+
+
+def _unauthenticated(request: web.Request) -> web.Response:
+    login_url = request.app[state.SETTINGS].login_url
+    if login_url and accepts(request.headers.get("Accept", ""), "text/html"):
+        separator = "&" if "?" in login_url else "?"
+        location = f"{login_url}{separator}next={quote(_next_path(request), safe='/')}"
+        return web.Response(status=302, headers={**media_headers(), "Location": location})
+
+    challenge = 'Bearer error="invalid_token"' if bearer_token(request) else "Bearer"
+    return json_error(
+        401,
+        "unauthenticated",
+        "Sign in to read this object: send the session cookie or an Authorization: Bearer token.",
+        {**media_headers(), "WWW-Authenticate": challenge},
+    )
+
+
+def _next_path(request: web.Request) -> str:
+    """Return the request's path and query as a relative URL with exactly one leading slash."""
+    target = urlsplit(request.raw_path)
+    path = "/" + target.path.lstrip("/")
+    return f"{path}?{target.query}" if target.query else path
+
+
+def _method_not_allowed(method: str) -> web.Response:
+    headers = {**media_headers(), "Allow": ALLOWED_METHODS}
+    return json_error(405, "method_not_allowed", f"{method[:20]} is not allowed here; use GET or HEAD.", headers)
+
+
+def _unavailable() -> web.Response:
+    headers = {**media_headers(), "Retry-After": "2"}
+    return json_error(503, "unavailable", "The media database is not answering; try again in a few seconds.", headers)

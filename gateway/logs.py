@@ -1,0 +1,37 @@
+"""Logging set-up: one line per record, with credentials scrubbed as a last line of defence."""
+
+import logging
+import re
+import sys
+
+# Fernet tokens start with version byte 0x80, which base64-encodes to "gAAAAA".
+_SECRET_PATTERNS = (
+    (re.compile(r"(X-Amz-Signature=)[0-9a-fA-F]+"), r"\1[redacted]"),
+    (re.compile(r"(X-Amz-Security-Token=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"gAAAAA[A-Za-z0-9_=-]{20,}"), "[redacted-token]"),
+    (re.compile(r"(?i)(bearer\s+)[^\s\"']+"), r"\1[redacted]"),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+    # aiohttp's own access log is replaced by the gateway's request line.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(max(logging.INFO, logging.getLevelName(level)))
