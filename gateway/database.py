@@ -69,6 +69,6 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 3.0) -> None:
     """Close the pool, terminating connections that do not close within `timeout` seconds."""
     try:
         await asyncio.wait_for(pool.close(), timeout)
-    except (asyncio.TimeoutError, *UNAVAILABLE_ERRORS):
+    except (TimeoutError, *UNAVAILABLE_ERRORS):
         log.warning("the PostgreSQL pool did not close in %.0f s; terminating its connections", timeout)
         pool.terminate()

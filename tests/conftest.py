@@ -9,8 +9,8 @@ from cryptography.fernet import Fernet
 
 from gateway.admin import schema_sql
 from gateway.app import create_app
-from gateway.settings import Settings, load_settings
 from gateway.sessions.cookie import issue_token
+from gateway.settings import Settings, load_settings
 
 from .servers import MotoServer, Postgres
 
