@@ -12,10 +12,10 @@ from contextlib import AsyncExitStack
 from urllib.parse import quote
 
 import asyncpg
-from botocore.exceptions import BotoCoreError, ClientError
 from aiohttp import web
 from aiohttp_session import Session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.fernet import Fernet
 
 from . import state
