@@ -22,6 +22,7 @@ from . import state
 from .admin import schema_sql
 from .app import create_app
 from .demo_data import USERS, DemoObject, demo_objects
+from .demo_page import add_demo_page, allow_browser_uploads
 from .errors import ConfigError
 from .logs import configure_logging
 from .s3 import open_clients
@@ -51,15 +52,31 @@ def run_demo(environ: Mapping[str, str], host: str, port: int | None) -> int:
     settings = load_settings(env)
     configure_logging(settings.log_level)
     port = port or settings.port
-    asyncio.run(_seed(settings))
+    asyncio.run(_seed(settings, _page_origins(host, port)))
 
-    app = create_app(settings)
-    app.router.add_get("/", _handle_index)
-    app.router.add_get("/demo/login/{user}", _handle_login)
+    app = create_demo_app(settings)
 
     print(_banner(settings, host, port), flush=True)
     web.run_app(app, host=host, port=port, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None, print=None)
     return 0
+
+
+def create_demo_app(settings: Settings) -> web.Application:
+    """Build the service plus the demo's home page (sign-in links, or the user's files and uploads) and login."""
+    app = create_app(settings)
+    add_demo_page(app, anonymous_page=_handle_index)
+    app.router.add_get("/demo/login/{user}", _handle_login)
+    return app
+
+
+def _page_origins(host: str, port: int) -> list[str]:
+    """Return the origins the demo page is served from, for the embedded bucket's CORS rule."""
+    if host in ("0.0.0.0", "", "::"):
+        return ["*"]
+    origins = [f"http://{host}:{port}"]
+    if host == "127.0.0.1":
+        origins.append(f"http://localhost:{port}")
+    return origins
 
 
 def _has_real_credentials(env: Mapping[str, str]) -> bool:
@@ -113,7 +130,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def _seed(settings: Settings) -> None:
+async def _seed(settings: Settings, page_origins: list[str]) -> None:
     objects = demo_objects()
 
     connection = await asyncpg.connect(settings.database_url, timeout=10)
@@ -129,6 +146,7 @@ async def _seed(settings: Settings) -> None:
         try:
             if settings.s3_bucket == DEMO_BUCKET:
                 await _create_bucket(s3, settings.s3_bucket)
+                await allow_browser_uploads(s3, settings.s3_bucket, page_origins)
             for media in objects:
                 await s3.put_object(
                     Bucket=settings.s3_bucket,
