@@ -1,6 +1,7 @@
 """Browser uploads straight to S3: the declaration a caller sends, the key it gets, the form S3 accepts."""
 
 import datetime
+import logging
 import os
 import re
 import secrets
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import BackendUnavailable, GatewayError
+
+log = logging.getLogger(__name__)
 
 KEY_FOLDER = "uploads"
 MAX_FILENAME_CHARS = 255
@@ -199,6 +202,12 @@ async def find_stored_object(client, bucket: str, object_key: str) -> StoredObje
     except ClientError as error:
         code = str(error.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchKey", "NotFound"):
+            return None
+        if code in ("403", "AccessDenied", "Forbidden"):
+            # S3 answers a HEAD on a missing key with 403 when the credentials lack s3:ListBucket.
+            log.warning(
+                "HEAD %s returned 403; treating the object as missing (grant s3:ListBucket to get 404)", object_key
+            )
             return None
         raise BackendUnavailable("s3", f"HEAD failed with {code or 'an unknown error'}") from error
     except (BotoCoreError, TimeoutError, OSError) as error:

@@ -5,6 +5,7 @@ import aiohttp
 import pytest
 
 from .conftest import BUCKET
+from .servers import free_port
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -375,3 +376,16 @@ async def test_post_elsewhere_not_allowed(gateway, token, path):
 
     assert response.status == 405
     assert response.headers["Allow"] == "GET, HEAD"
+
+
+async def test_complete_with_s3_down(start_gateway, db, token):
+    gateway = await start_gateway(S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    alice = token("alice")
+    declared = await declare_png(gateway, alice)
+
+    response = await complete(gateway, alice, declared["key"])
+    body = await response.json()
+
+    assert response.status == 503
+    assert body["error"] == "unavailable"
+    assert response.headers["Retry-After"] == "2"
