@@ -123,6 +123,7 @@ def validate_prefix(prefix: str, media_prefix: str) -> str:
     except MalformedKey as error:
         raise UsageError(f"--prefix {prefix!r} is invalid ({error}); use a key folder such as static/") from None
 
+    # NOTE: an empty MEDIA_PREFIX makes every key a media key, and then this check cannot protect anything.
     if media_prefix and (prefix.startswith(media_prefix) or media_prefix.startswith(prefix)):
         raise UsageError(
             f"--prefix {prefix!r} overlaps MEDIA_PREFIX {media_prefix!r}; pick a folder outside the media, "

@@ -389,3 +389,25 @@ async def test_complete_with_s3_down(start_gateway, db, token):
     assert response.status == 503
     assert body["error"] == "unavailable"
     assert response.headers["Retry-After"] == "2"
+
+
+async def test_custom_route_and_prefix(start_gateway, db, token, s3):
+    gateway = await start_gateway(MEDIA_ROUTE="/files", MEDIA_PREFIX="user-media/")
+    alice = token("alice")
+    response = await gateway.post(
+        "/files/uploads",
+        json={"filename": "a.png", "content_type": "image/png", "size": len(PNG)},
+        headers=bearer(alice),
+    )
+    declared = await response.json()
+
+    assert response.status == 201
+    assert declared["upload"]["fields"]["key"] == "user-media/" + declared["key"]
+    assert declared["complete_url"] == f"/files/uploads/{declared['key']}/complete"
+
+    await post_form(declared["upload"], PNG)
+    completed = await gateway.post(declared["complete_url"], headers=bearer(alice))
+
+    assert completed.status == 200
+    assert (await completed.json())["url"] == "/files/" + declared["key"]
+    assert s3.head_object(Bucket=BUCKET, Key="user-media/" + declared["key"])["ContentLength"] == len(PNG)
