@@ -84,7 +84,9 @@ def _required(body: Mapping, field: str, kind: type, description: str):
 def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, int):
         return "a number"
     if isinstance(value, str):
         return "a string"

@@ -283,7 +283,8 @@ VALID = {"filename": "pixel.png", "content_type": "image/png", "size": 68}
         ({"size": None}, "size", "missing"),
         ({"size": "68"}, "size", "not a string"),
         ({"size": True}, "size", "not a boolean"),
-        ({"size": 1.5}, "size", "not a number"),
+        ({"size": 1.5}, "size", "not a decimal number"),
+        ({"size": 68.0}, "size", "not a decimal number"),
         ({"size": 0}, "size", "at least 1"),
         ({"size": -5}, "size", "at least 1"),
         ({"size": 1001}, "size", "over the limit of 1000 bytes"),
@@ -315,6 +316,7 @@ async def test_size_at_limit_accepted(start_gateway, db, token):
     ("body", "content_type"),
     [
         (b"{not json", "application/json"),
+        (b"[" * 20_000 + b"]" * 20_000, "application/json"),
         (b"\xff\xfe", "application/json"),
         (b"[1, 2]", "application/json"),
         (b'"text"', "application/json"),

@@ -124,7 +124,7 @@ async def _read_json(request: web.Request) -> object:
     raw = await request.read()
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidUpload("body", "The request body is not valid JSON.") from None
 
 
