@@ -1,9 +1,11 @@
 """`media-gateway sync-static`: upload a collectstatic output directory to the bucket, changed files only.
 
-Each uploaded object carries its SHA-256 in the metadata entry `sha256`; the next run compares the local
-file's hash against it, or against the ETag (the MD5 of a single-part upload) for objects another tool
-uploaded. Content-hashed names such as Django's `app.3f2a9c1b0e1d.css` never change content, so browsers
-and CDNs may keep them for a year; every other name gets SHORT_MAX_AGE seconds.
+Each uploaded object carries its SHA-256 in the metadata entry `sha256`, and the next run compares the
+local file's hash against it. Objects that another tool uploaded are compared by ETag instead, which is
+the MD5 of a single-part upload.
+
+Content-hashed names such as Django's `app.3f2a9c1b0e1d.css` never change content, so browsers and CDNs
+may keep them for a year. Every other name gets SHORT_MAX_AGE seconds.
 """
 
 import asyncio
@@ -32,9 +34,9 @@ IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 SHORT_CACHE_CONTROL = f"public, max-age={SHORT_MAX_AGE}"
 HASH_METADATA = "sha256"
 DEFAULT_JOBS = 8
-# aiobotocore's default connection pool holds 10 connections; more jobs would only queue for one.
+# aiobotocore's default connection pool has 10 connections, so more jobs would only wait for one.
 MAX_JOBS = 10
-DELETE_BATCH = 1000  # The most keys one DeleteObjects request accepts.
+DELETE_BATCH = 1000  # The maximum number of keys in one DeleteObjects request.
 READ_CHUNK = 1024 * 1024
 
 # Django's ManifestStaticFilesStorage inserts the first 12 hex digits of the MD5 before the extension.

@@ -206,7 +206,7 @@ async def find_stored_object(client, bucket: str, object_key: str) -> StoredObje
         if code in ("404", "NoSuchKey", "NotFound"):
             return None
         if code in ("403", "AccessDenied", "Forbidden"):
-            # S3 answers a HEAD on a missing key with 403 when the credentials lack s3:ListBucket.
+            # S3 returns 403 for a HEAD on a missing key when the credentials lack s3:ListBucket.
             log.warning(
                 "HEAD %s returned 403; treating the object as missing (grant s3:ListBucket to get 404)", object_key
             )
