@@ -1,8 +1,8 @@
 """An S3 front that checks SigV4 query signatures, because moto's server accepts any signature.
 
-It stands where S3_PUBLIC_ENDPOINT_URL points. Like real S3, it answers 403 to a
-request whose URL or Host header was changed after signing, and 400 to one that
-also carries an Authorization header. A valid request is forwarded to moto and
+It runs at the address that S3_PUBLIC_ENDPOINT_URL names. Like real S3, it returns
+403 for a request whose URL or Host header was changed after signing, and 400 for
+one that also carries an Authorization header. A valid request is forwarded to moto and
 moto's answer is sent back.
 """
 

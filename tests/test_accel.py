@@ -1,4 +1,4 @@
-"""The gateway's side of the nginx modes: X-Accel-Redirect answers and the auth_request endpoint."""
+"""The gateway's side of the nginx modes: X-Accel-Redirect responses and the auth_request endpoint."""
 
 import datetime
 from urllib.parse import urlsplit

@@ -1,9 +1,9 @@
 """GET and HEAD on /auth + MEDIA_ROUTE/{key}: the media decision for nginx's auth_request.
 
 nginx sends its subrequest here with the original path and query after the /auth prefix.
-An allowed request gets 204 with the presigned URL in X-Media-Url for nginx to fetch;
-a refusal gets the same 400, 401, 403 or 503 that MEDIA_ROUTE would send, but never a
-redirect to LOGIN_URL, because auth_request turns a 3xx into a 500.
+An allowed request gets 204 with the presigned URL in X-Media-Url for nginx to fetch.
+Any other request gets the 400, 401, 403 or 503 that MEDIA_ROUTE would send. An
+anonymous one never gets a redirect to LOGIN_URL, because auth_request turns a 3xx into a 500.
 """
 
 from aiohttp import web

@@ -51,7 +51,7 @@ class Allowed:
 async def authorize(
     request: web.Request, route: str, *, same_origin: bool, login_redirect: bool = True
 ) -> Allowed | web.Response:
-    """Run the decision for the key after `route` and sign it, or return the refusal to send.
+    """Decide on the key after `route` and sign it, or return the error response to send.
 
     With `same_origin` the presigned URL never reaches the client, so `format=json` is
     rejected and the Accept header is not consulted. Without `login_redirect` an anonymous
@@ -140,7 +140,7 @@ def _disposition(media: MediaObject, download: str | None) -> str | None:
 
 
 def signed_url_headers(signed: SignedUrl) -> dict[str, str]:
-    """Return the cache headers for an answer that is only good while `signed` is valid."""
+    """Return the cache headers for a response that is valid only as long as `signed` is."""
     remaining = int((signed.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds())
     margin = max(1, min(MAX_AGE_MARGIN, remaining // 10))
     return media_headers(private_max_age(remaining - margin))
