@@ -2,7 +2,7 @@
 
 from .s3 import SignedUrl
 
-# nginx's internal location reads the presigned URL from this header; the client never receives it.
+# nginx's internal location reads the presigned URL from this header, and deploy/nginx.conf keeps it from clients.
 MEDIA_URL_HEADER = "X-Media-Url"
 
 

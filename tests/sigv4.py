@@ -3,7 +3,7 @@
 It runs at the address that S3_PUBLIC_ENDPOINT_URL names. Like real S3, it returns
 403 for a request whose URL or Host header was changed after signing, and 400 for
 one that also carries an Authorization header. A valid request is forwarded to moto and
-moto's answer is sent back.
+moto's response is sent back.
 """
 
 import datetime

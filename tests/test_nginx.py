@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.settings import load_settings
 
 from .conftest import BUCKET, SECRET_KEY
-from .nginx import MODES, Nginx, NginxError, find_nginx, render_site
+from .nginx import DEPLOY_CONF, MODES, Nginx, NginxError, find_nginx, render_site
 from .servers import free_port
 from .sigv4 import checking_s3_front
 
@@ -146,14 +146,9 @@ def test_shipped_config_passes_nginx_check(mode, tmp_path, nginx_binary):
 
 
 def test_rendering_fails_when_markers_are_missing(tmp_path, monkeypatch):
+    shipped = DEPLOY_CONF.read_text()
     edited = tmp_path / "nginx.conf"
-    edited.write_text(
-        Path(__file__)
-        .resolve()
-        .parent.parent.joinpath("deploy", "nginx.conf")
-        .read_text()
-        .replace("# --- accel mode: to here ---", "")
-    )
+    edited.write_text(shipped.replace("# --- accel mode: to here ---", ""))
     monkeypatch.setattr("tests.nginx.DEPLOY_CONF", edited)
 
     with pytest.raises(NginxError):
