@@ -264,6 +264,14 @@ async def test_key_with_reserved_characters(start_stack, db, s3, token, mode):
     assert headers["Content-Type"] == "video/webm"
 
 
+async def test_accel_mode_download_name(start_stack, token):
+    stack = await start_stack("accel")
+
+    status, headers, _ = await _get(f"{stack.nginx_url}/media/{KEY}?download=talk.mp4", _session(token(OWNER)))
+    assert status == 200
+    assert headers["Content-Disposition"].startswith('attachment; filename="talk.mp4"')
+
+
 async def test_accel_mode_range_request(start_stack, token):
     stack = await start_stack("accel")
 
