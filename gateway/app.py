@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from . import database, state
+from .handlers.auth import AUTH_ROUTE_PREFIX, handle_media_auth
 from .handlers.health import handle_healthz, handle_readyz
 from .handlers.media import handle_media
 from .handlers.uploads import handle_complete_upload, handle_create_upload
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post(settings.media_route + "/uploads/{key:.+}/complete", handle_complete_upload)
     app.router.add_route("*", settings.media_route, handle_media)
     app.router.add_route("*", settings.media_route + "/{tail:.*}", handle_media)
+    app.router.add_route("*", AUTH_ROUTE_PREFIX + settings.media_route + "/{tail:.*}", handle_media_auth)
     return app
 
 

@@ -23,6 +23,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ROUTE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_ACCEL_LOCATION = re.compile(r"^(/[A-Za-z0-9._~-]+)+$|^@[A-Za-z0-9_-]+$")
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
 
 ForwardedNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
@@ -49,6 +50,8 @@ class Settings:
     upload_content_types: tuple[str, ...]
     forwarded_allow_ips: ForwardedNetworks  # None means any address is trusted.
     log_level: str
+    # An nginx location: when set, allowed media requests get X-Accel-Redirect instead of a 302.
+    accel_redirect_location: str | None = None
 
     @property
     def signing_endpoint_url(self) -> str | None:
@@ -79,6 +82,7 @@ def load_settings(environ: Mapping[str, str], require: Collection[str] = ()) -> 
         upload_content_types=env.content_types("UPLOAD_CONTENT_TYPES", DEFAULT_UPLOAD_CONTENT_TYPES),
         forwarded_allow_ips=env.networks("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+        accel_redirect_location=env.accel_location("ACCEL_REDIRECT_LOCATION"),
     )
 
     for variable in require:
@@ -187,6 +191,19 @@ class _Environment:
         if not _ROUTE.match(route):
             raise ConfigError(name, f"invalid route {raw!r}; use a path such as /media (letters, digits, . _ ~ -)")
         return route
+
+    def accel_location(self, name: str) -> str | None:
+        raw = self.get(name)
+        if raw is None:
+            return None
+
+        if not _ACCEL_LOCATION.match(raw):
+            raise ConfigError(
+                name,
+                f"invalid nginx location {raw!r}; use an internal location path such as /_media_s3 "
+                "or a named location such as @media_s3, as in deploy/nginx.conf",
+            )
+        return raw
 
     def media_prefix(self, name: str, default: str) -> str:
         raw = self._environ.get(name)
