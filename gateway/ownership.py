@@ -90,8 +90,7 @@ class QueryOwnership:
     def __init__(self, pool: asyncpg.Pool, query: str) -> None:
         self._pool = pool
         self._query = query
-        self._columns: frozenset[str] | None = None
-        self._takes_user_id = False
+        self._shape: QueryShape | None = None
 
     async def verify(self) -> None:
         """Prepare the query at start; an outage defers the check to the first request."""
@@ -109,7 +108,7 @@ class QueryOwnership:
             return None
 
         row = rows[0]
-        columns = self._columns or frozenset()
+        columns = self._shape.columns if self._shape else frozenset()
         return MediaObject(
             key=key,
             owner_id=str(row["owner_id"]) if row["owner_id"] is not None else "",
@@ -120,10 +119,10 @@ class QueryOwnership:
         )
 
     async def _fetch(self, connection: asyncpg.Connection, key: str, user_id: str | None) -> list[asyncpg.Record]:
-        if self._columns is None:
+        if self._shape is None:
             await self._inspect_on_request(connection)
 
-        if self._takes_user_id:
+        if self._shape.takes_user_id:
             return await connection.fetch(self._query, key, user_id)
         return await connection.fetch(self._query, key)
 
@@ -135,23 +134,32 @@ class QueryOwnership:
             raise BackendUnavailable("postgres", "OWNERSHIP_QUERY is not usable; see the error above") from None
 
     async def _inspect(self, connection: asyncpg.Connection) -> None:
-        try:
-            statement = await connection.prepare(self._query)
-        except asyncpg.PostgresError as error:
-            if isinstance(error, database.UNAVAILABLE_ERRORS):
-                raise
-            raise ConfigError(
-                "OWNERSHIP_QUERY",
-                f"the query does not prepare ({_one_line(error)}); fix the SQL, for example {_QUERY_EXAMPLE}",
-            ) from None
+        self._shape = await inspect_query(connection, self._query)
 
-        parameters = [parameter.name for parameter in statement.get_parameters()]
-        _check_parameters(parameters)
-        columns = {attribute.name: attribute.type.name for attribute in statement.get_attributes()}
-        _check_columns(columns)
 
-        self._takes_user_id = len(parameters) == 2
-        self._columns = frozenset(columns)
+@dataclass(frozen=True)
+class QueryShape:
+    columns: frozenset[str]
+    takes_user_id: bool  # The query uses $2, the caller's user id.
+
+
+async def inspect_query(connection: asyncpg.Connection, query: str) -> QueryShape:
+    """Prepare OWNERSHIP_QUERY and check its parameters and columns; raise ConfigError naming the fix."""
+    try:
+        statement = await connection.prepare(query)
+    except asyncpg.PostgresError as error:
+        if isinstance(error, database.UNAVAILABLE_ERRORS):
+            raise
+        raise ConfigError(
+            "OWNERSHIP_QUERY",
+            f"the query does not prepare ({_one_line(error)}); fix the SQL, for example {_QUERY_EXAMPLE}",
+        ) from None
+
+    parameters = [parameter.name for parameter in statement.get_parameters()]
+    _check_parameters(parameters)
+    columns = {attribute.name: attribute.type.name for attribute in statement.get_attributes()}
+    _check_columns(columns)
+    return QueryShape(columns=frozenset(columns), takes_user_id=len(parameters) == 2)
 
 
 def _check_parameters(parameters: list[str]) -> None:

@@ -53,7 +53,9 @@ _ID_CONVERTERS: dict[str, Callable[[str], object]] = {
 
 
 @dataclass(frozen=True)
-class _UserTable:
+class UserTable:
+    """How to read one user's password hash and active flag."""
+
     query: str
     convert_id: Callable[[str], object]
     has_is_active: bool
@@ -66,9 +68,9 @@ class DjangoSessionBackend:
         self._pool = pool
         self._cookie_name = cookie_name
         self._secret_keys = tuple(secret_keys)
+        self._user_table = tuple(user_table)
         self._table_name = ".".join(user_table)
-        self._user_table_sql = ".".join(_quote_identifier(part) for part in user_table)
-        self._users: _UserTable | None = None
+        self._users: UserTable | None = None
 
     async def verify(self) -> None:
         """Check django_session and the user table at start; an outage defers the check to the first request."""
@@ -142,53 +144,58 @@ class DjangoSessionBackend:
             raise BackendUnavailable("postgres", "the Django tables are not usable; see the error above") from None
 
     async def _inspect(self, connection: asyncpg.Connection) -> None:
-        try:
-            await self._inspect_tables(connection)
-        except asyncpg.UndefinedTableError:
-            raise ConfigError(
-                "SESSION_BACKEND",
-                "table django_session not found; point DATABASE_URL at the Django site's database "
-                "and run its `manage.py migrate` (django.contrib.sessions must be installed)",
-            ) from None
-        except asyncpg.PostgresError as error:
-            if isinstance(error, database.UNAVAILABLE_ERRORS):
-                raise
-            raise ConfigError(
-                "SESSION_BACKEND",
-                f"cannot read django_session or {self._table_name} ({_one_line(error)}); "
-                "grant the gateway's database role SELECT on both tables",
-            ) from None
+        self._users = await inspect_tables(connection, self._user_table)
 
-    async def _inspect_tables(self, connection: asyncpg.Connection) -> None:
-        await connection.prepare(_FIND_SESSION)
 
-        columns = await connection.fetch(_TABLE_COLUMNS, self._user_table_sql)
-        names = {row["name"] for row in columns}
-        primary_key = [row["name"] for row in columns if row["primary_key"]]
-        if not columns:
-            raise ConfigError(
-                "DJANGO_USER_TABLE", f"table {self._table_name} not found; set it to the user model's db_table"
-            )
-        if "password" not in names or len(primary_key) != 1:
-            raise ConfigError(
-                "DJANGO_USER_TABLE",
-                f"table {self._table_name} has no password column or no single-column primary key; "
-                "set it to the table of a user model based on AbstractBaseUser",
-            )
+async def inspect_tables(connection: asyncpg.Connection, user_table: Sequence[str]) -> UserTable:
+    """Check that django_session and the user table can be read; raise ConfigError naming the fix."""
+    table_name = ".".join(user_table)
+    try:
+        return await _inspect_tables(connection, table_name, ".".join(_quote_identifier(part) for part in user_table))
+    except asyncpg.UndefinedTableError:
+        raise ConfigError(
+            "SESSION_BACKEND",
+            "table django_session not found; point DATABASE_URL at the Django site's database "
+            "and run its `manage.py migrate` (django.contrib.sessions must be installed)",
+        ) from None
+    except asyncpg.PostgresError as error:
+        if isinstance(error, database.UNAVAILABLE_ERRORS):
+            raise
+        raise ConfigError(
+            "SESSION_BACKEND",
+            f"cannot read django_session or {table_name} ({_one_line(error)}); "
+            "grant the gateway's database role SELECT on both tables",
+        ) from None
 
-        has_is_active = "is_active" in names
-        selected = "password, is_active" if has_is_active else "password"
-        query = f"SELECT {selected} FROM {self._user_table_sql} WHERE {_quote_identifier(primary_key[0])} = $1"
-        statement = await connection.prepare(query)
 
-        id_type = statement.get_parameters()[0].name
-        if id_type not in _ID_CONVERTERS:
-            raise ConfigError(
-                "DJANGO_USER_TABLE",
-                f"the primary key of {self._table_name} has type {id_type}; "
-                f"only {', '.join(sorted(_ID_CONVERTERS))} keys are supported",
-            )
-        self._users = _UserTable(query=query, convert_id=_ID_CONVERTERS[id_type], has_is_active=has_is_active)
+async def _inspect_tables(connection: asyncpg.Connection, table_name: str, table_sql: str) -> UserTable:
+    await connection.prepare(_FIND_SESSION)
+
+    columns = await connection.fetch(_TABLE_COLUMNS, table_sql)
+    names = {row["name"] for row in columns}
+    primary_key = [row["name"] for row in columns if row["primary_key"]]
+    if not columns:
+        raise ConfigError("DJANGO_USER_TABLE", f"table {table_name} not found; set it to the user model's db_table")
+    if "password" not in names or len(primary_key) != 1:
+        raise ConfigError(
+            "DJANGO_USER_TABLE",
+            f"table {table_name} has no password column or no single-column primary key; "
+            "set it to the table of a user model based on AbstractBaseUser",
+        )
+
+    has_is_active = "is_active" in names
+    selected = "password, is_active" if has_is_active else "password"
+    query = f"SELECT {selected} FROM {table_sql} WHERE {_quote_identifier(primary_key[0])} = $1"
+    statement = await connection.prepare(query)
+
+    id_type = statement.get_parameters()[0].name
+    if id_type not in _ID_CONVERTERS:
+        raise ConfigError(
+            "DJANGO_USER_TABLE",
+            f"the primary key of {table_name} has type {id_type}; "
+            f"only {', '.join(sorted(_ID_CONVERTERS))} keys are supported",
+        )
+    return UserTable(query=query, convert_id=_ID_CONVERTERS[id_type], has_is_active=has_is_active)
 
 
 def _user_id(value: object) -> str | None:

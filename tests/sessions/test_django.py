@@ -1,5 +1,8 @@
 """The gateway in front of the test Django project: Django's own logins, uploads and sessions."""
 
+import os
+import subprocess
+import sys
 import uuid
 from urllib.parse import quote, unquote, urlsplit
 
@@ -373,3 +376,32 @@ async def test_missing_session_table_stops_start(django_startup_error, empty_dat
     error = await django_startup_error(DATABASE_URL=empty_database_url, OWNERSHIP_QUERY="")
 
     assert str(error).startswith("SESSION_BACKEND: table django_session not found")
+
+
+def _check(gateway_env, **overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **gateway_env, "SESSION_BACKEND": "django", "OWNERSHIP_QUERY": OWNERSHIP_QUERY, **overrides}
+    env.pop("SESSION_SECRET")
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_command_accepts_django_site(gateway_env, django_site):
+    result = _check(gateway_env)
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_check_command_reports_bad_user_table(gateway_env, django_site):
+    result = _check(gateway_env, DJANGO_USER_TABLE="accounts_user")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("DJANGO_USER_TABLE: table accounts_user not found")
+
+
+def test_check_command_reports_bad_query(gateway_env, django_site):
+    result = _check(gateway_env, OWNERSHIP_QUERY="SELECT user_id AS owner FROM videos_video WHERE video = $1")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("OWNERSHIP_QUERY: the query returns no owner_id column")
