@@ -104,7 +104,11 @@ class QueryOwnership:
         if not rows:
             return None
         if len(rows) > 1:
-            log.warning("OWNERSHIP_QUERY returned %d rows for key %r; nobody may read it", len(rows), key[:200])
+            log.warning(
+                "OWNERSHIP_QUERY returned %d rows for key %r; ownership is ambiguous, so access is denied",
+                len(rows),
+                key[:200],
+            )
             return None
 
         row = rows[0]

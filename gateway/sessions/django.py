@@ -40,7 +40,7 @@ def _integer(value: str) -> int:
     return int(value)
 
 
-# How a user id string from the session becomes a value of the primary key's type.
+# Converters from the user id string in a session to the type of the user table's primary key.
 _ID_CONVERTERS: dict[str, Callable[[str], object]] = {
     "int2": _integer,
     "int4": _integer,
@@ -54,7 +54,7 @@ _ID_CONVERTERS: dict[str, Callable[[str], object]] = {
 
 @dataclass(frozen=True)
 class UserTable:
-    """How to read one user's password hash and active flag."""
+    """The query for one user's password hash and active flag, and the converter for its $1."""
 
     query: str
     convert_id: Callable[[str], object]

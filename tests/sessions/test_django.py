@@ -1,5 +1,6 @@
 """The gateway in front of the test Django project: Django's own logins, uploads and sessions."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -405,3 +406,21 @@ def test_check_command_reports_bad_query(gateway_env, django_site):
 
     assert result.returncode == 1
     assert result.stderr.startswith("OWNERSHIP_QUERY: the query returns no owner_id column")
+
+
+async def test_session_key_and_secret_not_logged(start_django_gateway, django_site, alice, caplog):
+    caplog.set_level(logging.DEBUG)
+    gateway = await start_django_gateway(DJANGO_SECRET_KEY=f"not-the-key,{SECRET_KEY}")
+    session_key = await django_site.login(alice.username)
+    data = await django_site.session_data(session_key)
+
+    allowed = await _get(gateway, alice.video, session_key)
+    await django_site.set_session_data(session_key, data + "tampered")
+    rejected = await _get(gateway, alice.video, session_key)
+
+    assert allowed.status == 302
+    assert rejected.status == 401
+    assert "django session rejected" in caplog.text
+    assert session_key not in caplog.text
+    assert SECRET_KEY not in caplog.text
+    assert data.rsplit(":", 1)[-1] not in caplog.text
