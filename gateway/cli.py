@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from cryptography.fernet import Fernet
 
 from . import admin
-from .errors import GatewayError
+from .errors import ConfigError, GatewayError
 from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -90,6 +90,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .sessions.cookie import issue_token
 
         settings = load_settings(environ, require=("SESSION_SECRET",))
+        if not settings.session_secrets:
+            # SESSION_BACKEND=django lifts the requirement for serving, but a token needs the key.
+            raise ConfigError("SESSION_SECRET", "missing; generate one with `media-gateway keygen` to issue tokens")
         print(issue_token(settings.session_secrets[0], args.user))
         return 0
 

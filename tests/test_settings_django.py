@@ -1,5 +1,9 @@
 """Settings of the Django drop-in: SESSION_BACKEND, DJANGO_* and OWNERSHIP_QUERY."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from gateway.errors import ConfigError
@@ -70,3 +74,18 @@ def test_ownership_query_kept():
     query = "SELECT user_id::text AS owner_id FROM videos_video WHERE video = $1"
 
     assert load_settings({"OWNERSHIP_QUERY": f"  {query}\n"}).ownership_query == query
+
+
+def test_session_issue_needs_secret_with_django_backend():
+    env = {key: value for key, value in os.environ.items() if key != "SESSION_SECRET"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "session", "issue", "--user", "1"],
+        env={**env, "SESSION_BACKEND": "django"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("media-gateway: error: SESSION_SECRET: missing")
