@@ -114,10 +114,10 @@ class DjangoSessionBackend:
 
         password, is_active = user
         if not is_active:
-            log.info("django session rejected: user %s is inactive", user_id)
+            log.info("django session rejected: user %r is inactive", user_id)
             return None
         if self._secret_keys and not auth_hash_matches(session.get("_auth_user_hash"), password, self._secret_keys):
-            log.info("django session rejected: user %s changed password since the session began", user_id)
+            log.info("django session rejected: _auth_user_hash does not match the password of user %r", user_id)
             return None
         return user_id
 
@@ -130,7 +130,7 @@ class DjangoSessionBackend:
             return None
 
         if row is None or not isinstance(row["password"], str):
-            log.info("django session rejected: no user %s in %s", user_id, self._table_name)
+            log.info("django session rejected: user %r not found in %s", user_id, self._table_name)
             return None
 
         is_active = bool(row["is_active"]) if self._users.has_is_active else True
