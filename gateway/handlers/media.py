@@ -65,10 +65,9 @@ async def authorize(
     except _BadOption as error:
         return json_error(400, "invalid_option", str(error), media_headers())
 
-    user_id = await request.app[state.SESSIONS].user_id(request)
-    request[state.USER_ID] = user_id
-
     try:
+        user_id = await request.app[state.SESSIONS].user_id(request)
+        request[state.USER_ID] = user_id
         media = await request.app[state.OWNERSHIP].find(key, user_id)
     except BackendUnavailable as error:
         log.warning("object lookup failed for request %s: %s", request.get(state.REQUEST_ID), error.reason)
