@@ -32,7 +32,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_route("*", settings.media_route, handle_media)
-    app.router.add_route("*", settings.media_route + "/{tail:.*}", handle_media)
+    # [\s\S] and not ".": a key with a percent-encoded line break must reach the handler's 400.
+    app.router.add_route("*", settings.media_route + r"/{tail:[\s\S]*}", handle_media)
     return app
 
 
