@@ -1,5 +1,6 @@
 """GET and HEAD on the media route: one group of tests per kind of response."""
 
+import logging
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -463,3 +464,21 @@ async def test_media_route_other_method(start_gateway, db):
     gateway = await start_gateway(MEDIA_ROUTE="/files")
     response = await send(gateway, "/files/a.bin", "PUT")
     assert response.status == 405
+
+
+# Logs.
+
+
+async def test_gateway_logs_hide_secrets(gateway, db, token, caplog):
+    # Only the gateway's own records: botocore logs signatures at DEBUG, and the CLI's
+    # logging set-up keeps botocore at INFO or above.
+    caplog.set_level(logging.DEBUG)
+    await add_object(db, "a.bin", owner="alice")
+    alice = token("alice")
+    response = await send(gateway, "/media/a.bin", bearer=alice)
+    signature = parse_qs(urlsplit(response.headers["Location"]).query)["X-Amz-Signature"][0]
+
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name.startswith("gateway"))
+    assert "/media/a.bin" in logged
+    assert alice not in logged
+    assert signature not in logged
