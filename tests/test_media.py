@@ -76,6 +76,7 @@ async def forbidden_responses(gateway, db, token):
         "expired grant": await send(gateway, "/media/expired.bin", bearer=bob),
         "pending upload": await send(gateway, "/media/pending.bin", bearer=bob),
         "missing object": await send(gateway, "/media/missing.bin", bearer=bob),
+        "owner of pending upload": await send(gateway, "/media/pending.bin", bearer=token("alice")),
     }
 
 

@@ -70,6 +70,11 @@ async def test_key_decoded_once(gateway, db, s3, token, target, key):
     assert fetched.body == body_for(key)
 
 
+async def test_default_endpoint_host(gateway, db, s3, token, moto):
+    location = await redirect_for(gateway, db, s3, token, "a.bin")
+    assert verify(location).host == f"127.0.0.1:{moto.port}"
+
+
 async def test_fetch_status(gateway, db, s3, token):
     location = await redirect_for(gateway, db, s3, token, "a.bin")
     fetched = await fetch(location)
