@@ -12,7 +12,7 @@ from ..disposition import content_disposition
 from ..errors import BackendUnavailable, MalformedKey
 from ..keys import parse_key
 from ..ownership import MediaObject
-from ..responses import json_error, media_headers, private_max_age
+from ..responses import MEDIA_VARY, json_error, media_headers, private_max_age
 from ..s3 import SignedUrl
 from ..sessions.cookie import bearer_token
 
@@ -111,6 +111,8 @@ def _allowed(signed: SignedUrl, as_json: bool) -> web.Response:
     remaining = int((signed.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds())
     margin = max(1, min(MAX_AGE_MARGIN, remaining // 10))
     headers = media_headers(private_max_age(remaining - margin))
+    # The Accept header picks JSON or the redirect, so a browser cache must not reuse one for the other.
+    headers["Vary"] = f"{MEDIA_VARY}, Accept"
 
     if as_json:
         expires_at = signed.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
