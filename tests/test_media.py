@@ -282,6 +282,8 @@ MALFORMED_TARGETS = {
     "overlong dot": "/media/%C0%AE%C0%AE/b.bin",
     "truncated sequence": "/media/a%E6%97.bin",
     "encoded surrogate": "/media/a%ED%A0%80.bin",
+    "absolute-form dot dot": "http://127.0.0.1/media/a/../b.bin",
+    "absolute-form encoded dot dot": "http://127.0.0.1/media/a/%2e%2e/b.bin",
     "1025 bytes": "/media/" + "k" * 1025,
     "1026 bytes of two-byte letters": "/media/" + "%C3%A9" * 513,
 }

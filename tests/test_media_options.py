@@ -320,6 +320,13 @@ async def test_vary_cookie_authorization(start_gateway, db, token, case):
     assert {"cookie", "authorization"} <= vary_tokens(response)
 
 
+@pytest.mark.parametrize("case", ALLOWED_CASES)
+async def test_vary_accept_when_allowed(start_gateway, db, token, case):
+    # The same URL gives JSON or a redirect depending on Accept, and both may be cached.
+    response = await cache_case_response(start_gateway, db, token, case)
+    assert "accept" in vary_tokens(response)
+
+
 @pytest.mark.parametrize("case", CACHE_CASES)
 async def test_cache_control_private(start_gateway, db, token, case):
     response = await cache_case_response(start_gateway, db, token, case)
