@@ -428,6 +428,13 @@ async def test_bearer_wins_over_cookie_allow(gateway, db, token):
     assert response.status == 302
 
 
+async def test_integer_user_id_matches_owner(gateway, db, token):
+    # Backends often store numeric user ids; the token carries 42, the table "42".
+    await add_object(db, "a.bin", owner="42")
+    response = await send(gateway, "/media/a.bin", bearer=token(42))
+    assert response.status == 302
+
+
 async def test_bearer_scheme_case_insensitive(gateway, db, token):
     await add_object(db, "a.bin", owner="alice")
     response = await send(gateway, "/media/a.bin", headers={"Authorization": f"bearer {token('alice')}"})

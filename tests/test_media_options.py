@@ -376,6 +376,11 @@ async def test_short_ttl_max_age(start_gateway, db, token, case):
     assert response.max_age < remaining_life(signed_url(response), method, ttl=60)
 
 
+async def test_one_second_ttl_not_cached(start_gateway, db, token):
+    response = await cache_case_response(start_gateway, db, token, "302 owner", MEDIA_URL_TTL="1")
+    assert "no-store" in response.headers["Cache-Control"]
+
+
 async def test_short_ttl_json_expires_at(start_gateway, db, token):
     response = await cache_case_response(start_gateway, db, token, "200 JSON", MEDIA_URL_TTL="60")
     expires_at = datetime.datetime.fromisoformat(response.json()["expires_at"])
