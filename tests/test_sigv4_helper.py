@@ -57,6 +57,38 @@ def change_signature_char(url: str) -> str:
     return url[:start] + replacement + url[start + 1 :]
 
 
+# The worked example of AWS's page "Authenticating Requests: Using Query Parameters (AWS Signature
+# Version 4)" in the Amazon S3 API reference, with its documented example credentials.
+AWS_EXAMPLE_URL = (
+    "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+    "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+)
+
+
+def verify_aws_example(url: str):
+    return verify_presigned_url(
+        url,
+        method="GET",
+        bucket="examplebucket",
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        region="us-east-1",
+        max_expires=86400,
+        now=datetime.datetime(2013, 5, 24, 0, 0, 30, tzinfo=datetime.UTC),
+    )
+
+
+def test_accepts_aws_published_example():
+    assert verify_aws_example(AWS_EXAMPLE_URL).key == "test.txt"
+
+
+def test_rejects_edited_aws_example():
+    with pytest.raises(SignatureError):
+        verify_aws_example(change_signature_char(AWS_EXAMPLE_URL))
+
+
 def test_accepts_botocore_get():
     signed = verify(presign("GET"))
     assert signed.key == KEY
