@@ -79,7 +79,7 @@ async def add_object(
 
 async def grant(settings: Settings, key: str, grantee_id: str, expires: str | None) -> None:
     _require_text("--to", grantee_id)
-    expires_at = parse_expiry(expires) if expires else None
+    expires_at = parse_expiry(expires) if expires is not None else None
 
     connection = await connect(settings)
     try:
