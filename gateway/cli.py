@@ -11,6 +11,7 @@ from cryptography.fernet import Fernet
 
 from . import admin
 from .errors import GatewayError
+from .sessions.cookie import MAX_USER_ID_LENGTH
 from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="session_command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     issue = session.add_parser("issue", help="print a session token (cookie value and bearer token) for a user")
-    issue.add_argument("--user", required=True, metavar="ID", help="the backend's user id")
+    issue.add_argument("--user", required=True, type=_user_id, metavar="ID", help="the backend's user id")
 
     objects = commands.add_parser("objects", help="register and share objects").add_subparsers(
         dest="objects_command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -164,6 +165,16 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     )
     log.info("media-gateway stopped")
     return 0
+
+
+def _user_id(value: str) -> str:
+    """Reject ids the gateway would not accept from a token, so no useless token is printed."""
+    if not value.strip() or len(value) > MAX_USER_ID_LENGTH or not value.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"invalid user id {value[:40]!r}; "
+            f"give the backend's user id as 1 to {MAX_USER_ID_LENGTH} printable characters"
+        )
+    return value
 
 
 def _port(value: str) -> int:
