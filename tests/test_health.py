@@ -8,8 +8,8 @@ import pytest
 
 from .servers import free_port
 
-# The contract gives each readiness check a timeout of a couple of seconds; this bound leaves room for a slow CI
-# machine while still failing on anything near the platform's 30 s request limit.
+# Each readiness check times out after about 2 s. The bound leaves room for a slow CI machine and stays far
+# below the platform's 30 s request limit.
 ANSWER_WITHIN_SECONDS = 8
 
 
