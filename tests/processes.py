@@ -1,14 +1,18 @@
 """`media-gateway serve` as a real subprocess, for tests of signals, ports and log output."""
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .servers import free_port, wait_for_http
 
 SCRIPT = Path(sys.executable).with_name("media-gateway")
+# The platform sends SIGKILL this many seconds after SIGTERM.
+KILL_AFTER_SECONDS = 10
 
 
 def process_env(gateway_env: dict[str, str], home: Path) -> dict[str, str]:
@@ -42,6 +46,16 @@ class ServeProcess:
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
+
+    async def wait_for_exit(self, timeout: float) -> int | None:
+        """Return the exit code, or None when the process still runs after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                return code
+            await asyncio.sleep(0.05)
+        return None
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -1,12 +1,10 @@
 """The command line, run as real subprocesses against the test PostgreSQL and moto, checked through /media."""
 
 import asyncio
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -17,11 +15,11 @@ from cryptography.fernet import Fernet
 from gateway.settings import load_settings
 
 from .conftest import BUCKET
+from .processes import SCRIPT, process_env
 from .servers import _with_database, free_port
 
 OWNER = "42"
 FRIEND = "7"
-SCRIPT = Path(sys.executable).with_name("media-gateway")
 ENTRY_POINTS = {"module": [sys.executable, "-m", "gateway"], "script": [str(SCRIPT)]}
 
 
@@ -54,9 +52,7 @@ def assert_one_line_error(result: Result) -> str:
 
 @pytest.fixture
 def cli_env(gateway_env, tmp_path) -> dict[str, str]:
-    """A clean environment, so nothing from the developer's shell (or ~/.aws) leaks into the command."""
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    return {**base, **gateway_env}
+    return process_env(gateway_env, tmp_path)
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from .conftest import SECRET_KEY, SESSION_SECRET
-from .processes import ServeProcess, process_env
-from .test_serve import KILL_AFTER_SECONDS, wait_for_exit
+from .processes import KILL_AFTER_SECONDS, ServeProcess, process_env
 
 OWNER = "42"
 OTHER = "7"
@@ -222,7 +221,7 @@ class TestServeProcess:
             async with aiohttp.ClientSession() as session:
                 traffic = await send_traffic(session, process.url, token)
             process.terminate()
-            await wait_for_exit(process, KILL_AFTER_SECONDS)
+            await process.wait_for_exit(KILL_AFTER_SECONDS)
         finally:
             process.kill()
         return process.stdout + process.stderr, traffic

@@ -8,11 +8,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from .processes import ServeProcess, process_env
+from .processes import KILL_AFTER_SECONDS, ServeProcess, process_env
 
 OWNER = "42"
-# The platform sends SIGKILL this many seconds after SIGTERM.
-KILL_AFTER_SECONDS = 10
 
 
 @pytest.fixture
@@ -71,16 +69,6 @@ async def wait_until_refused(port: int, timeout: float = 0.8) -> bool:
     return False
 
 
-async def wait_for_exit(process: ServeProcess, timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = process.process.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.05)
-    return None
-
-
 class TableLock:
     """An open transaction on its own connection that keeps an exclusive lock on media_objects."""
 
@@ -132,14 +120,14 @@ async def test_idle_server_exits_zero(serve, signal_number):
 
     process.process.send_signal(signal_number)
 
-    assert await wait_for_exit(process, KILL_AFTER_SECONDS) == 0
+    assert await process.wait_for_exit(KILL_AFTER_SECONDS) == 0
 
 
 async def test_stop_is_logged(serve):
     process = serve()
 
     process.terminate()
-    await wait_for_exit(process, KILL_AFTER_SECONDS)
+    await process.wait_for_exit(KILL_AFTER_SECONDS)
 
     assert "media-gateway stopped" in process.stdout
 
@@ -148,7 +136,7 @@ async def test_nothing_on_stderr_across_lifecycle(serve):
     process = serve()
 
     process.terminate()
-    await wait_for_exit(process, KILL_AFTER_SECONDS)
+    await process.wait_for_exit(KILL_AFTER_SECONDS)
 
     assert process.stderr == ""
 
@@ -170,7 +158,7 @@ class TestSigtermWithRequestInFlight:
         await table_lock.release()
 
         status = await asyncio.wait_for(request, KILL_AFTER_SECONDS)
-        code = await wait_for_exit(process, KILL_AFTER_SECONDS - (time.monotonic() - terminated_at))
+        code = await process.wait_for_exit(KILL_AFTER_SECONDS - (time.monotonic() - terminated_at))
         return {"blocked": blocked, "refused": refused, "status": status, "code": code}
 
     async def test_request_was_in_flight(self, scenario):
@@ -193,7 +181,7 @@ async def test_stuck_database_still_exits_before_kill(serve, slow_object, table_
     await wait_until_blocked_on_lock(db)
 
     process.terminate()
-    code = await wait_for_exit(process, KILL_AFTER_SECONDS)
+    code = await process.wait_for_exit(KILL_AFTER_SECONDS)
     status = await asyncio.wait_for(request, KILL_AFTER_SECONDS)
 
     assert code == 0

@@ -3,7 +3,6 @@
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet, InvalidToken
 
 from .conftest import SESSION_SECRET
+from .processes import process_env
 
 OWNER = "42"
 KEY = "private/report.pdf"
@@ -277,8 +277,8 @@ class TestRotation:
         response = await get_with_bearer(client, token(OWNER, secret=self.OLD))
         assert response.status == 302
 
-    def test_issued_tokens_use_first_key(self, gateway_env):
-        env = {**os.environ, **gateway_env, "SESSION_SECRET": f"{self.NEW},{self.OLD}"}
+    def test_issued_tokens_use_first_key(self, gateway_env, tmp_path):
+        env = {**process_env(gateway_env, tmp_path), "SESSION_SECRET": f"{self.NEW},{self.OLD}"}
         result = subprocess.run(
             [sys.executable, "-m", "gateway", "session", "issue", "--user", OWNER],
             env=env,
