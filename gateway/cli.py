@@ -2,8 +2,10 @@
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -154,17 +156,34 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)
 
     log.info("starting media-gateway on %s:%d (route %s)", host, port, settings.media_route)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            access_log=None,
+            print=None,
+            handle_signals=True,
+        )
+    except OSError as error:
+        if not _is_listen_error(error):
+            raise
+        reason = error.strerror if isinstance(error, socket.gaierror) else os.strerror(error.errno)
+        raise GatewayError(
+            f"cannot listen on {host}:{port} ({reason}); "
+            "choose a free port with --port or $PORT, or an address of this machine with --host"
+        ) from None
     log.info("media-gateway stopped")
     return 0
+
+
+def _is_listen_error(error: OSError) -> bool:
+    return isinstance(error, socket.gaierror) or error.errno in (
+        errno.EADDRINUSE,
+        errno.EADDRNOTAVAIL,
+        errno.EACCES,
+    )
 
 
 def _user_id(value: str) -> str:
