@@ -161,6 +161,27 @@ class TestConfigurationErrors:
         assert "AWS_ACCESS_KEY_ID" in line
 
 
+class TestServeListenErrors:
+    async def test_port_in_use_one_line(self, cli_env):
+        blocker = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+        port = blocker.sockets[0].getsockname()[1]
+        try:
+            result = await run_cli(cli_env, "serve", "--host", "127.0.0.1", "--port", str(port))
+        finally:
+            blocker.close()
+            await blocker.wait_closed()
+
+        line = assert_one_line_error(result)
+        assert str(port) in line
+
+    async def test_address_not_on_this_machine_one_line(self, cli_env):
+        """192.0.2.1 is reserved for documentation, so no machine has it and binding fails without traffic."""
+        result = await run_cli(cli_env, "serve", "--host", "192.0.2.1", "--port", str(free_port()))
+
+        line = assert_one_line_error(result)
+        assert "192.0.2.1" in line
+
+
 class TestArguments:
     @pytest.mark.parametrize(
         "args",
