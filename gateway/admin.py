@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime
+import re
 import sys
 from contextlib import AsyncExitStack
 from importlib import resources
@@ -15,6 +16,10 @@ from .s3 import open_clients
 from .settings import Settings
 
 CHECK_TIMEOUT = 5.0
+
+# A media type as HTTP defines it: type/subtype, then optional "; name=value" parameters.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}([ \t]*;[ \t]*{_TOKEN}=({_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*')
 
 
 def schema_sql() -> str:
@@ -53,6 +58,11 @@ async def add_object(
 ) -> None:
     validate_key(key)
     _require_text("--owner", owner_id)
+    if content_type is not None and not _MEDIA_TYPE.fullmatch(content_type):
+        raise UsageError(
+            f"--content-type {content_type!r} is not a media type; use type/subtype such as video/mp4 "
+            "or text/plain; charset=utf-8"
+        )
 
     connection = await connect(settings)
     try:
