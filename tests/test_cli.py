@@ -384,6 +384,26 @@ class TestObjectsAdd:
         assert_one_line_error(result)
         assert await db.fetchval("SELECT count(*) FROM media_objects") == 0
 
+    @pytest.mark.parametrize(
+        "content_type",
+        ["video", "text/plain\r\nSet-Cookie: a=b", "text/plain; charset", "video/ mp4", ""],
+        ids=["no-subtype", "crlf", "parameter-without-value", "space", "empty"],
+    )
+    async def test_invalid_content_type_rejected(self, cli_env, db, content_type):
+        result = await run_cli(cli_env, "objects", "add", "a.txt", "--owner", OWNER, "--content-type", content_type)
+
+        line = assert_one_line_error(result)
+        assert "--content-type" in line
+        assert await db.fetchval("SELECT count(*) FROM media_objects") == 0
+
+    async def test_content_type_with_parameter_accepted(self, cli_env, start_gateway, db, token):
+        content_type = "text/plain; charset=utf-8"
+        await run_cli(cli_env, "objects", "add", "notes.txt", "--owner", OWNER, "--content-type", content_type)
+        client = await start_gateway()
+
+        query = await location_query(client, "notes.txt", token(OWNER))
+        assert query["response-content-type"] == [content_type]
+
     async def test_empty_owner_rejected(self, cli_env, db):
         result = await run_cli(cli_env, "objects", "add", "a.txt", "--owner", " ")
 
