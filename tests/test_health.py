@@ -120,6 +120,16 @@ class TestReadyzAllWell:
         response, _, _ = await get_json(client, "/readyz")
         assert response.status == 200
 
+    async def test_sslmode_require_honoured(self, start_gateway, postgres, db):
+        """The test server has no TLS, so a URL that requires it must fail the check."""
+        if await db.fetchval("SHOW ssl") == "on":
+            pytest.skip("the test PostgreSQL server offers TLS")
+        separator = "&" if "?" in postgres.url else "?"
+        client = await start_gateway(DATABASE_URL=f"{postgres.url}{separator}sslmode=require")
+
+        _, body, _ = await get_json(client, "/readyz")
+        assert body["checks"]["postgres"]["status"] == "fail"
+
 
 class TestReadyzBucketMissing:
     @pytest.fixture
