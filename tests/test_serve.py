@@ -56,7 +56,7 @@ async def wait_until_blocked_on_lock(db, timeout: float = 10.0) -> bool:
     return False
 
 
-async def wait_until_refused(port: int, timeout: float = 0.8) -> bool:
+async def wait_until_refused(port: int, timeout: float = 1.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
