@@ -63,6 +63,10 @@ async def wait_until_refused(port: int, timeout: float = 1.5) -> bool:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:
+            # The connection sat in the backlog while the listening socket closed; try again.
+            await asyncio.sleep(0.02)
+            continue
         writer.close()
         await writer.wait_closed()
         await asyncio.sleep(0.02)
