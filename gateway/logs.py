@@ -24,6 +24,17 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+def quiet_signing_loggers() -> None:
+    """Keep botocore's loggers at INFO or above, whatever the root logger's level.
+
+    At DEBUG, botocore logs the canonical request, the string to sign and the
+    signature of every request and presigned URL it signs.
+    """
+    for name in ("botocore", "aiobotocore"):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logger.level))
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

@@ -8,6 +8,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
 from .errors import ConfigError
+from .logs import quiet_signing_loggers
 from .settings import Settings
 
 CONNECT_TIMEOUT = 2
@@ -43,6 +44,7 @@ def _config(settings: Settings) -> AioConfig:
 
 async def open_clients(settings: Settings, stack: AsyncExitStack, session: AioSession | None = None) -> S3Clients:
     """Open the S3 clients inside `stack`, which closes them."""
+    quiet_signing_loggers()
     session = session or get_session()
     await require_credentials(session)
 

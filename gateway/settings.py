@@ -280,6 +280,12 @@ class _Environment:
         if raw is None:
             return None
 
+        # Browsers read a backslash as a slash, so "/\\host" would leave the site like "//host".
+        if "\\" in raw or any(char.isspace() or not char.isprintable() for char in raw):
+            raise ConfigError(
+                name, f"invalid URL {raw!r}: it contains a backslash, a space or a control character; remove it"
+            )
+
         parts = urlsplit(raw)
         is_absolute = parts.scheme in ("http", "https") and bool(parts.hostname)
         is_path = not parts.scheme and not parts.netloc and raw.startswith("/") and not raw.startswith("//")
