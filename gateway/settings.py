@@ -3,7 +3,7 @@
 import ipaddress
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
@@ -34,7 +34,8 @@ ForwardedNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | 
 @dataclass(frozen=True)
 class Settings:
     port: int
-    database_url: str | None
+    # Secrets stay out of repr(), so logging a Settings object leaks nothing.
+    database_url: str | None = field(repr=False)
     database_statement_cache_size: int | None
     s3_bucket: str | None
     s3_region: str
@@ -44,13 +45,13 @@ class Settings:
     media_route: str
     media_prefix: str
     media_url_ttl: int
-    session_secrets: tuple[bytes, ...]
+    session_secrets: tuple[bytes, ...] = field(repr=False)
     session_cookie_name: str
     session_max_age: int
     login_url: str | None
     session_backend: str
     django_session_cookie_name: str
-    django_secret_keys: tuple[str, ...]  # The first is SECRET_KEY, the rest SECRET_KEY_FALLBACKS.
+    django_secret_keys: tuple[str, ...] = field(repr=False)  # SECRET_KEY, then SECRET_KEY_FALLBACKS.
     django_user_table: tuple[str, ...]  # Schema-qualified names have two parts.
     ownership_query: str | None
     upload_max_bytes: int

@@ -318,3 +318,19 @@ class TestFernetKeyNotEchoed:
 
     def test_message_names_key_position(self):
         assert "key 2 of 2" in str(config_error(SESSION_SECRET=f"{KEY_A},{KEY_B[:30]}"))
+
+
+def test_settings_repr_hides_secrets():
+    secret = Fernet.generate_key().decode()
+    settings = load_settings(
+        {
+            "DATABASE_URL": "postgres://gateway:db-password@db.internal/media",
+            "SESSION_SECRET": secret,
+            "DJANGO_SECRET_KEY": "django-insecure-secret",
+        }
+    )
+    text = repr(settings)
+
+    assert "db-password" not in text
+    assert secret not in text
+    assert "django-insecure-secret" not in text
