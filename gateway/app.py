@@ -6,12 +6,12 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from . import database, state
+from . import database, decisions, state
 from .handlers.health import handle_healthz, handle_readyz
 from .handlers.media import handle_media
 from .middleware import access_log_middleware, error_middleware, forwarded_middleware, request_id_middleware
 from .ownership import TableOwnership
-from .s3 import Presigner, open_clients
+from .s3 import create_presigner, open_clients
 from .sessions.cookie import CookieSessionBackend
 from .settings import Settings
 
@@ -27,6 +27,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_s3)
+    app.cleanup_ctx.append(_decision_cache)
     app.on_startup.append(_components)
 
     app.router.add_get("/healthz", handle_healthz)
@@ -62,12 +63,16 @@ async def _s3(app: web.Application) -> AsyncIterator[None]:
         log.info("closing the S3 clients")
 
 
+async def _decision_cache(app: web.Application) -> AsyncIterator[None]:
+    async with decisions.open_decision_cache(app[state.SETTINGS]) as cache:
+        app[state.DECISIONS] = cache
+        yield
+
+
 async def _components(app: web.Application) -> None:
     settings = app[state.SETTINGS]
     app[state.SESSIONS] = CookieSessionBackend(
         settings.session_secrets, settings.session_cookie_name, settings.session_max_age
     )
-    app[state.OWNERSHIP] = TableOwnership(app[state.POOL])
-    app[state.PRESIGNER] = Presigner(
-        app[state.S3].signing, settings.s3_bucket, settings.media_prefix, settings.media_url_ttl
-    )
+    app[state.OWNERSHIP] = decisions.with_cache(TableOwnership(app[state.POOL]), app[state.DECISIONS])
+    app[state.PRESIGNER] = await create_presigner(settings, app[state.S3])
