@@ -26,7 +26,7 @@ class RedactingFormatter(logging.Formatter):
 
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s"))
 
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -100,7 +100,7 @@ class QuerySigner:
             (ALGORITHM, timestamp, scope, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest())
         )
         signature = hmac.digest(self._signing_key(date), string_to_sign.encode("utf-8"), "sha256").hex()
-        return f"{self._base_url}{path[len(self._path_prefix):]}?{query}&X-Amz-Signature={signature}"
+        return f"{self._base_url}{path[len(self._path_prefix) :]}?{query}&X-Amz-Signature={signature}"
 
     def _signing_key(self, date: str) -> bytes:
         cache_key = (date, self._region)
@@ -113,9 +113,7 @@ class QuerySigner:
         return signing_key
 
 
-async def signer_like_botocore(
-    client, credentials, bucket: str, key_prefix: str, ttl: int
-) -> QuerySigner | None:
+async def signer_like_botocore(client, credentials, bucket: str, key_prefix: str, ttl: int) -> QuerySigner | None:
     """Build a QuerySigner that reproduces `client`'s presigned URLs, or return None to keep botocore.
 
     `client` is the aiobotocore S3 client that signs for browsers and
@@ -123,7 +121,9 @@ async def signer_like_botocore(
     SSO, credential processes) return None: their keys change while running.
     """
     if isinstance(credentials, RefreshableCredentials) or not isinstance(credentials, Credentials):
-        log.info("credentials of type %s refresh while running; presigning through botocore", type(credentials).__name__)
+        log.info(
+            "credentials of type %s refresh while running; presigning through botocore", type(credentials).__name__
+        )
         return None
 
     probe_key = key_prefix + _PROBE_KEY

@@ -37,7 +37,9 @@ async def _status_within(client, path: str, headers: dict[str, str], expected: i
 
 
 async def _add_object(db, key: str, owner: str, visibility: str = "private") -> None:
-    await db.execute("INSERT INTO media_objects (key, owner_id, visibility) VALUES ($1, $2, $3)", key, owner, visibility)
+    await db.execute(
+        "INSERT INTO media_objects (key, owner_id, visibility) VALUES ($1, $2, $3)", key, owner, visibility
+    )
 
 
 def _bearer(token, user_id: str) -> dict[str, str]:
@@ -113,7 +115,9 @@ async def test_new_grant_seen_within_a_second(start_gateway, db, token):
 async def test_expired_grant_not_served_from_cache(start_gateway, db, token):
     await _add_object(db, "brief.png", "alice")
     expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1.5)
-    await db.execute("INSERT INTO media_grants (key, grantee_id, expires_at) VALUES ('brief.png', 'bob', $1)", expires_at)
+    await db.execute(
+        "INSERT INTO media_grants (key, grantee_id, expires_at) VALUES ('brief.png', 'bob', $1)", expires_at
+    )
     client, cache = await _start_cached(start_gateway)
     before = await client.get("/media/brief.png", headers=_bearer(token, "bob"), allow_redirects=False)
     cached_entries = len(cache)

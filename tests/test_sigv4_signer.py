@@ -39,7 +39,9 @@ def _valid_key(text: str) -> bool:
     return True
 
 
-keys = st.lists(st.text(_KEY_ALPHABET, min_size=1, max_size=20), min_size=1, max_size=4).map("/".join).filter(_valid_key)
+keys = (
+    st.lists(st.text(_KEY_ALPHABET, min_size=1, max_size=20), min_size=1, max_size=4).map("/".join).filter(_valid_key)
+)
 prefixes = st.sampled_from(["media/", "", "uploads/2024/", "a b+c/"])
 filenames = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
 content_types = st.one_of(
@@ -88,7 +90,9 @@ requests = st.tuples(
     ttl=st.integers(min_value=1, max_value=604800),
     cases=st.lists(requests, min_size=1, max_size=6),
 )
-def test_fast_signer_matches_botocore(endpoint, style, region, bucket, prefix, access_key, secret_key, token, ttl, cases):
+def test_fast_signer_matches_botocore(
+    endpoint, style, region, bucket, prefix, access_key, secret_key, token, ttl, cases
+):
     credentials = Credentials(access_key, secret_key, token)
     asyncio.run(_compare(endpoint, style, region, bucket, prefix, credentials, ttl, cases))
 
@@ -100,7 +104,9 @@ async def _compare(endpoint, style, region, bucket, prefix, credentials, ttl, ca
         presigner = Presigner(client, bucket, prefix, ttl, stable_window=0, signer=signer)
 
         for key, method, disposition, content_type, signed_at in cases:
-            expected = await _botocore_url(client, bucket, prefix + key, method, disposition, content_type, ttl, signed_at)
+            expected = await _botocore_url(
+                client, bucket, prefix + key, method, disposition, content_type, ttl, signed_at
+            )
             signed = await presigner.presign(key, method, disposition, content_type, now=signed_at)
             assert signed.url == expected
 
