@@ -19,6 +19,8 @@ CONNECT_TIMEOUT = 2
 READ_TIMEOUT = 5
 MAX_ATTEMPTS = 2
 
+MAX_RECENT_URLS = 4096
+
 _OPERATIONS = {"GET": "get_object", "HEAD": "head_object"}
 
 
@@ -92,6 +94,8 @@ class Presigner:
         self._ttl = ttl
         self._stable_window = stable_window
         self._signer = signer
+        # Within a stable window the same inputs give the same URL, so recent URLs are reused as they are.
+        self._recent_urls: dict[tuple, str] = {}
 
     @property
     def fast(self) -> bool:
@@ -111,6 +115,13 @@ class Presigner:
 
         now = int(time.time() if now is None else now)
         signed_at = now - now % self._stable_window if self._stable_window else now
+        expires_at = _utc(signed_at + self._ttl)
+
+        recent_key = (key, method, disposition, content_type, signed_at)
+        url = self._recent_urls.get(recent_key)
+        if url is not None:
+            return SignedUrl(url=url, expires_at=expires_at)
+
         response_params = []
         if disposition is not None:
             response_params.append(("response-content-disposition", disposition))
@@ -118,7 +129,11 @@ class Presigner:
             response_params.append(("response-content-type", content_type))
 
         url = self._signer.presign(self._prefix + key, method, self._ttl, signed_at, response_params)
-        return SignedUrl(url=url, expires_at=_utc(signed_at + self._ttl))
+        if self._stable_window:
+            if len(self._recent_urls) >= MAX_RECENT_URLS:
+                self._recent_urls.clear()
+            self._recent_urls[recent_key] = url
+        return SignedUrl(url=url, expires_at=expires_at)
 
     async def _presign_with_botocore(
         self, key: str, method: str, disposition: str | None, content_type: str | None
