@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# Needs wrk (apt-get install -y wrk); writes docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
+
 lint: install
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
