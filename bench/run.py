@@ -83,6 +83,7 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us_per_request: float = 0.0  # CPU time the server's processes spent per request.
 
 
 def main() -> int:
@@ -103,7 +104,9 @@ def main() -> int:
         env = _gateway_env(postgres.url, moto.endpoint_url, secret)
 
         servers["bare"] = _start("bare", [sys.executable, "-m", "bench.bare_redirect", "{port}"], os.environ)
-        servers["cold"] = _start("cold", _gateway_command(), {**env, "DECISION_CACHE_SIZE": "0"})
+        # Cold: no decision or session cache and no URL reuse, so every request decrypts, queries and signs.
+        cold_env = {**env, "DECISION_CACHE_SIZE": "0", "MEDIA_URL_STABLE_WINDOW": "0"}
+        servers["cold"] = _start("cold", _gateway_command(), cold_env)
         servers["hot"] = _start("hot", _gateway_command(), {**env, "DECISION_CACHE_SIZE": "100000"})
         scenarios = _scenarios(workdir, secret)
 
@@ -127,11 +130,16 @@ def main() -> int:
         results: dict[str, list[Measurement]] = {scenario.name: [] for scenario in scenarios}
         for round_number in range(1, ROUNDS + 1):
             for scenario in scenarios:
-                measurement = _wrk(servers[scenario.server].url, scenario.requests_file, DURATION)
+                server = servers[scenario.server]
+                cpu_before = _cpu_seconds(server.process.pid)
+                measurement = _wrk(server.url, scenario.requests_file, DURATION)
+                cpu = _cpu_seconds(server.process.pid) - cpu_before
+                measurement.cpu_us_per_request = cpu / (measurement.requests_per_second * DURATION) * 1e6
                 results[scenario.name].append(measurement)
                 print(
                     f"round {round_number}/{ROUNDS} {scenario.name}: {measurement.requests_per_second:,.0f} req/s, "
-                    f"p50 {measurement.p50_ms:.2f} ms, p99 {measurement.p99_ms:.2f} ms",
+                    f"p50 {measurement.p50_ms:.2f} ms, p99 {measurement.p99_ms:.2f} ms, "
+                    f"{measurement.cpu_us_per_request:.0f} us CPU per request",
                     flush=True,
                 )
 
@@ -322,6 +330,16 @@ def _milliseconds(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """Return user + system CPU seconds of `pid` and its direct children (gunicorn's workers)."""
+    pids = [str(pid), *Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    ticks = 0
+    for one in pids:
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
@@ -352,6 +370,7 @@ def _report(scenarios, results, servers, memory, postgres_version: str) -> str:
             p50_ms=statistics.median(m.p50_ms for m in runs),
             p99_ms=statistics.median(m.p99_ms for m in runs),
             errors=sum(m.errors for m in runs),
+            cpu_us_per_request=statistics.median(m.cpu_us_per_request for m in runs),
         )
         for name, runs in results.items()
     }
@@ -365,14 +384,14 @@ def _report(scenarios, results, servers, memory, postgres_version: str) -> str:
         f"wrk, {WRK_THREADS} thread, {CONNECTIONS} connections, {DURATION} s per run, {ROUNDS} rounds interleaved, "
         "median of the rounds. Every server runs on the same machine as wrk, PostgreSQL and moto.",
         "",
-        "| scenario | requests/s | p50 ms | p99 ms | ratio to bare 302 | socket errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | requests/s | p50 ms | p99 ms | ratio to bare 302 | server CPU us/request | socket errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scenario in scenarios:
         m = medians[scenario.name]
         lines.append(
             f"| {scenario.name} | {m.requests_per_second:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} "
-            f"| {m.requests_per_second / reference:.2f} | {m.errors} |"
+            f"| {m.requests_per_second / reference:.2f} | {m.cpu_us_per_request:.0f} | {m.errors} |"
         )
 
     lines += ["", "## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]

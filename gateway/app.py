@@ -72,7 +72,10 @@ async def _decision_cache(app: web.Application) -> AsyncIterator[None]:
 async def _components(app: web.Application) -> None:
     settings = app[state.SETTINGS]
     app[state.SESSIONS] = CookieSessionBackend(
-        settings.session_secrets, settings.session_cookie_name, settings.session_max_age
+        settings.session_secrets,
+        settings.session_cookie_name,
+        settings.session_max_age,
+        cache_size=settings.decision_cache_size,
     )
     app[state.OWNERSHIP] = decisions.with_cache(TableOwnership(app[state.POOL]), app[state.DECISIONS])
     app[state.PRESIGNER] = await create_presigner(settings, app[state.S3])
