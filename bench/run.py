@@ -149,6 +149,7 @@ def main() -> int:
         load_after = os.getloadavg()
         page = _report(scenarios, results, servers, memory, asyncio.run(_postgres_version(postgres.url)))
         page += _context(load_before, load_after, django_note)
+        page += _component_costs()
         RESULTS_PAGE.parent.mkdir(exist_ok=True)
         RESULTS_PAGE.write_text(page, encoding="utf-8")
         print(page)
@@ -439,6 +440,16 @@ def _context(load_before, load_after, django_note: str | None) -> str:
     if django_note:
         lines.append(f"- {django_note}")
     return "\n".join(lines) + "\n"
+
+
+def _component_costs() -> str:
+    table = subprocess.run(
+        [sys.executable, "-m", "bench.components"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return (
+        "\n## Per-step costs\n\n"
+        "In-process timings of single steps (bench/components.py, best of 3 x 2000 calls, after the load):\n\n" + table
+    )
 
 
 def _target_row(label: str, value: float, target: float, form: str) -> str:

@@ -31,6 +31,12 @@ class RedactingFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
+    # Each record would otherwise look up its thread, its multiprocessing name and its caller's
+    # source line, which the format never prints; the logging HOWTO's "Optimization" section lists these.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
+
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(RedactingFormatter("%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s"))
 
