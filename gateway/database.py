@@ -45,8 +45,17 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         timeout=CONNECT_TIMEOUT,
         command_timeout=QUERY_TIMEOUT,
         server_settings={"application_name": "media-gateway"},
+        reset=_skip_session_reset,
         **options,
     )
+
+
+async def _skip_session_reset(connection: asyncpg.Connection) -> None:
+    """Replace asyncpg's reset query (RESET ALL, UNLISTEN *, CLOSE ALL, ...), a round trip per release.
+
+    Pooled connections only run single statements that change no session
+    state; asyncpg still rolls back an open transaction before calling this.
+    """
 
 
 async def run(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
