@@ -62,8 +62,13 @@ async def run(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitabl
     """Run `query` on a pooled connection, turning outages into BackendUnavailable."""
     try:
         async with asyncio.timeout(ACQUIRE_TIMEOUT + QUERY_TIMEOUT):
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as connection:
+            # pool.acquire(timeout=...) wraps each acquisition in a new task (asyncio.wait_for); this block does not.
+            async with asyncio.timeout(ACQUIRE_TIMEOUT):
+                connection = await pool.acquire()
+            try:
                 return await query(connection)
+            finally:
+                await pool.release(connection)
     except UNAVAILABLE_ERRORS as error:
         raise BackendUnavailable("postgres", _describe(error)) from error
 

@@ -31,8 +31,8 @@ class RedactingFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    # Each record would otherwise look up its thread, its multiprocessing name and its caller's
-    # source line, which the format never prints; the logging HOWTO's "Optimization" section lists these.
+    # The format prints no thread, process name or caller, so records skip looking them up.
+    # The logging HOWTO's "Optimization" section lists these switches.
     logging.logThreads = False
     logging.logMultiprocessing = False
     logging._srcfile = None

@@ -100,7 +100,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return json_error(500, "internal_error", "The gateway failed to handle this request; it has been logged.")
 
 
-# Peers are few (the platform's routers), so the parsed answer is kept instead of parsing each request's address.
+# Peers are few (the platform's routers), so the result is kept per address instead of parsing it per request.
 @functools.lru_cache(maxsize=1024)
 def _is_trusted(address: str | None, trusted) -> bool:
     if trusted is None:

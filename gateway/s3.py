@@ -36,7 +36,7 @@ class S3Clients:
 
     service: object
     signing: object
-    credentials: object = None  # What the clients sign with; None when unknown.
+    credentials: object = None  # The credentials both clients sign with, or None when unknown.
 
 
 def _config(settings: Settings) -> AioConfig:
@@ -74,8 +74,8 @@ class Presigner:
     """Signs allowed keys: with the fast QuerySigner when one was built, otherwise through botocore.
 
     With a stable window of W seconds, the fast path dates every URL at the
-    start of the current W-second window: clicks within one window get the
-    same URL (and the browser reuses its cached object), and a URL still
+    start of the current W-second window. Clicks within one window get the
+    same URL, so the browser reuses its cached object, and a URL still
     expires within `ttl` seconds of now.
     """
 

@@ -27,7 +27,7 @@ async def _wait_listening(cache: DecisionCache) -> None:
 
 
 async def _status_within(client, path: str, headers: dict[str, str], expected: int, seconds: float) -> int:
-    """Request `path` until it answers `expected` or `seconds` pass; return the last status."""
+    """Request `path` until the status is `expected` or `seconds` pass; return the last status."""
     deadline = time.monotonic() + seconds
     while True:
         response = await client.get(path, headers=headers, allow_redirects=False)
