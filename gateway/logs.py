@@ -13,12 +13,14 @@ _SECRET_PATTERNS = (
 )
 
 
-# Every secret pattern contains one of these; most lines contain none, and one search is cheaper than four.
-_SECRET_MARKERS = re.compile(r"(?i)x-amz-|gAAAAA|bearer")
+# Every secret pattern contains one of these (compared in lowercase); most lines contain none, and three
+# substring scans cost far less than the four regex substitutions.
+_SECRET_MARKERS = ("x-amz-", "gaaaaa", "bearer")
 
 
 def redact(text: str) -> str:
-    if not _SECRET_MARKERS.search(text):
+    lowered = text.lower()
+    if not any(marker in lowered for marker in _SECRET_MARKERS):
         return text
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
