@@ -387,7 +387,7 @@ def _report(scenarios, results, servers, memory, postgres_version: str) -> str:
         "",
         f"Produced by `make bench` (bench/run.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
         f"wrk, {WRK_THREADS} thread, {CONNECTIONS} connections, {DURATION} s per run, {ROUNDS} rounds interleaved, "
-        "median of the rounds. Every server runs on the same machine as wrk, PostgreSQL and moto.",
+        "each column the median of the rounds. Every server runs on the same machine as wrk, PostgreSQL and moto.",
         "",
         "| scenario | requests/s | p50 ms | p99 ms | ratio to bare 302 | server CPU us/request | socket errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

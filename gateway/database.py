@@ -82,9 +82,9 @@ async def run(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitabl
 
 
 # Requests wait here in arrival order before they reach the pool: since Python 3.11.1 a Semaphore lets no
-# newcomer pass a waiting task. asyncpg's pool has no such order. A waiter it wakes can lose the connection to
-# a request that just arrived and queue again at the back, which put the 99th percentile of 64 concurrent
-# requests near 350 ms against 9 ms at the median (bench/run.py, cold path).
+# newcomer pass a waiting task. asyncpg's pool has no such order: a waiter it wakes can lose the connection to
+# a request that just arrived and queue again at the back. In bench/run.py's cold path at 64 connections, that
+# put the 99th percentile near 350 ms while the median was 9 ms.
 # asyncpg's Pool has __slots__ and no weak references, so the semaphores are keyed by id and keep their pool.
 _waiting_lines: dict[int, tuple[asyncpg.Pool, asyncio.Semaphore]] = {}
 
