@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-django lint clean
+.PHONY: install demo test test-django lint bench clean
 
 install: $(STAMP)
 
@@ -36,8 +36,13 @@ test-django:
 	$(DJANGO_VENV)/bin/python -m django --version
 	$(DJANGO_VENV)/bin/python -m pytest $(DJANGO_TESTS)
 
+# Needs wrk (apt-get install -y wrk); writes docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
+
 lint: install
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 
 clean:
 	rm -rf $(VENV) .venv-django-* .pytest_cache .hypothesis

@@ -28,3 +28,45 @@ CREATE INDEX IF NOT EXISTS media_grants_grantee_id ON media_grants (grantee_id);
 
 -- Bytes in the object: declared by an upload while it is pending, as stored once it is ready.
 ALTER TABLE media_objects ADD COLUMN IF NOT EXISTS size bigint;
+
+-- Every change to an object or a grant sends its key on channel media_gateway_changes,
+-- so gateways that cache decisions evict it at once. TRUNCATE sends an empty payload:
+-- keys are never empty, so it means "forget everything".
+CREATE OR REPLACE FUNCTION media_gateway_notify_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_notify('media_gateway_changes', '');
+    ELSIF TG_OP = 'INSERT' THEN
+        PERFORM pg_notify('media_gateway_changes', NEW.key);
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('media_gateway_changes', OLD.key);
+    ELSE
+        PERFORM pg_notify('media_gateway_changes', OLD.key);
+        IF NEW.key IS DISTINCT FROM OLD.key THEN
+            PERFORM pg_notify('media_gateway_changes', NEW.key);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS media_objects_notify_change ON media_objects;
+CREATE TRIGGER media_objects_notify_change
+    AFTER INSERT OR UPDATE OR DELETE ON media_objects
+    FOR EACH ROW EXECUTE FUNCTION media_gateway_notify_change();
+
+DROP TRIGGER IF EXISTS media_objects_notify_truncate ON media_objects;
+CREATE TRIGGER media_objects_notify_truncate
+    AFTER TRUNCATE ON media_objects
+    FOR EACH STATEMENT EXECUTE FUNCTION media_gateway_notify_change();
+
+DROP TRIGGER IF EXISTS media_grants_notify_change ON media_grants;
+CREATE TRIGGER media_grants_notify_change
+    AFTER INSERT OR UPDATE OR DELETE ON media_grants
+    FOR EACH ROW EXECUTE FUNCTION media_gateway_notify_change();
+
+DROP TRIGGER IF EXISTS media_grants_notify_truncate ON media_grants;
+CREATE TRIGGER media_grants_notify_truncate
+    AFTER TRUNCATE ON media_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION media_gateway_notify_change();

@@ -6,14 +6,14 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from . import database, state
+from . import database, decisions, state
 from .handlers.auth import AUTH_ROUTE_PREFIX, handle_media_auth
 from .handlers.health import handle_healthz, handle_readyz
 from .handlers.media import handle_media
 from .handlers.uploads import handle_complete_upload, handle_create_upload
 from .middleware import access_log_middleware, error_middleware, forwarded_middleware, request_id_middleware
 from .ownership import OwnershipSource, QueryOwnership, TableOwnership
-from .s3 import Presigner, open_clients
+from .s3 import create_presigner, open_clients
 from .sessions import SessionBackend
 from .sessions.cookie import CookieSessionBackend
 from .sessions.django import DjangoSessionBackend
@@ -31,6 +31,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_s3)
+    app.cleanup_ctx.append(_decision_cache)
     app.on_startup.append(_components)
 
     app.router.add_get("/healthz", handle_healthz)
@@ -72,18 +73,34 @@ async def _s3(app: web.Application) -> AsyncIterator[None]:
         log.info("closing the S3 clients")
 
 
+async def _decision_cache(app: web.Application) -> AsyncIterator[None]:
+    settings = app[state.SETTINGS]
+    if settings.ownership_query is not None:
+        # No trigger evicts changes in the backend's own tables, so those decisions are never cached.
+        app[state.DECISIONS] = None
+        yield
+        return
+
+    async with decisions.open_decision_cache(settings) as cache:
+        app[state.DECISIONS] = cache
+        yield
+
+
 async def _components(app: web.Application) -> None:
     settings = app[state.SETTINGS]
     app[state.SESSIONS] = await _session_backend(settings, app[state.POOL])
-    app[state.OWNERSHIP] = await _ownership_source(settings, app[state.POOL])
-    app[state.PRESIGNER] = Presigner(
-        app[state.S3].signing, settings.s3_bucket, settings.media_prefix, settings.media_url_ttl
-    )
+    app[state.OWNERSHIP] = await _ownership_source(settings, app[state.POOL], app[state.DECISIONS])
+    app[state.PRESIGNER] = await create_presigner(settings, app[state.S3])
 
 
 async def _session_backend(settings: Settings, pool) -> SessionBackend:
     if settings.session_backend == "cookie":
-        return CookieSessionBackend(settings.session_secrets, settings.session_cookie_name, settings.session_max_age)
+        return CookieSessionBackend(
+            settings.session_secrets,
+            settings.session_cookie_name,
+            settings.session_max_age,
+            cache_size=settings.decision_cache_size,
+        )
 
     backend = DjangoSessionBackend(
         pool, settings.django_session_cookie_name, settings.django_secret_keys, settings.django_user_table
@@ -94,9 +111,9 @@ async def _session_backend(settings: Settings, pool) -> SessionBackend:
     return backend
 
 
-async def _ownership_source(settings: Settings, pool) -> OwnershipSource:
+async def _ownership_source(settings: Settings, pool, cache) -> OwnershipSource:
     if settings.ownership_query is None:
-        return TableOwnership(pool)
+        return decisions.with_cache(TableOwnership(pool), cache)
 
     source = QueryOwnership(pool, settings.ownership_query)
     await source.verify()

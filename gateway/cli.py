@@ -19,7 +19,6 @@ from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
 
-SHUTDOWN_TIMEOUT = 8.0  # The platform sends SIGKILL 10 s after SIGTERM.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,25 +173,13 @@ def _sync_static(args: argparse.Namespace, environ) -> int:
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
-    from aiohttp import web
-
-    from .app import create_app
     from .logs import configure_logging
+    from .workers import serve
 
     configure_logging(settings.log_level)
-    app = create_app(settings)
-
     log.info("starting media-gateway on %s:%d (route %s)", host, port, settings.media_route)
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-            access_log=None,
-            print=None,
-            handle_signals=True,
-        )
+        code = serve(settings, host, port)
     except OSError as error:
         if not _is_listen_error(error):
             raise
@@ -202,7 +189,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
             "choose a free port with --port or $PORT, or an address of this machine with --host"
         ) from None
     log.info("media-gateway stopped")
-    return 0
+    return code
 
 
 def _is_listen_error(error: OSError) -> bool:

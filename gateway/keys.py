@@ -1,10 +1,13 @@
 """Turn the raw tail of a media URL into a validated object key."""
 
+import re
 from urllib.parse import unquote_to_bytes
 
 from .errors import MalformedKey
 
 MAX_KEY_BYTES = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_key(raw_tail: str) -> str:
@@ -32,9 +35,9 @@ def validate_key(key: str) -> None:
     size = len(key.encode("utf-8", "surrogatepass"))
     if size > MAX_KEY_BYTES:
         raise MalformedKey(f"the key is {size} bytes long; the limit is {MAX_KEY_BYTES}")
-    if any(_is_control(char) for char in key):
+    if _CONTROL.search(key):
         raise MalformedKey("the key contains a control character")
-    if any("\ud800" <= char <= "\udfff" for char in key):
+    if _SURROGATE.search(key):
         raise MalformedKey("the key is not valid UTF-8")
 
     for segment in key.split("/"):
@@ -42,8 +45,3 @@ def validate_key(key: str) -> None:
             raise MalformedKey("the key has an empty segment (a leading, trailing or doubled /)")
         if segment in (".", ".."):
             raise MalformedKey(f"the key has a {segment!r} segment")
-
-
-def _is_control(char: str) -> bool:
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F

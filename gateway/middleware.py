@@ -1,5 +1,6 @@
 """Request-wide concerns: request ids, trusted proxy headers, the request log line, JSON errors."""
 
+import functools
 import ipaddress
 import logging
 import re
@@ -14,6 +15,8 @@ from .responses import json_error
 log = logging.getLogger("gateway.request")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_FORWARDED_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 MAX_LOGGED_PATH = 300
 
 
@@ -47,7 +50,7 @@ async def forwarded_middleware(request: web.Request, handler) -> web.StreamRespo
         changes["scheme"] = proto
 
     host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-    if host and re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?", host):
+    if host and _FORWARDED_HOST.fullmatch(host):
         changes["host"] = host
 
     return await handler(request.clone(**changes) if changes else request)
@@ -62,20 +65,24 @@ async def access_log_middleware(request: web.Request, handler) -> web.StreamResp
         status = response.status
         return response
     finally:
-        duration_ms = (time.perf_counter() - started) * 1000
-        path = request.raw_path.split("?", 1)[0]
-        if len(path) > MAX_LOGGED_PATH:
-            path = path[:MAX_LOGGED_PATH] + "..."
-        log.info(
-            "method=%s path=%s status=%d user=%s duration_ms=%.1f request_id=%s remote=%s",
-            request.method[:16],
-            _quote(path),
-            status,
-            _quote(request.get(state.USER_ID) or "-"),
-            duration_ms,
-            request.get(state.REQUEST_ID, "-"),
-            request.remote or "-",
-        )
+        if log.isEnabledFor(logging.INFO):
+            _log_request(request, status, (time.perf_counter() - started) * 1000)
+
+
+def _log_request(request: web.Request, status: int, duration_ms: float) -> None:
+    path = request.raw_path.split("?", 1)[0]
+    if len(path) > MAX_LOGGED_PATH:
+        path = path[:MAX_LOGGED_PATH] + "..."
+    log.info(
+        "method=%s path=%s status=%d user=%s duration_ms=%.1f request_id=%s remote=%s",
+        request.method[:16],
+        _quote(path),
+        status,
+        _quote(request.get(state.USER_ID) or "-"),
+        duration_ms,
+        request.get(state.REQUEST_ID, "-"),
+        request.remote or "-",
+    )
 
 
 @web.middleware
@@ -93,6 +100,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return json_error(500, "internal_error", "The gateway failed to handle this request; it has been logged.")
 
 
+# Peers are few (the platform's routers), so the result is kept per address instead of parsing it per request.
+@functools.lru_cache(maxsize=1024)
 def _is_trusted(address: str | None, trusted) -> bool:
     if trusted is None:
         return True
@@ -125,6 +134,6 @@ def _error_code(status: int) -> str:
 
 
 def _quote(value: str) -> str:
-    if re.fullmatch(r"[\x21-\x7e]+", value) and '"' not in value:
+    if _PRINTABLE.fullmatch(value) and '"' not in value:
         return value
     return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'

@@ -1,5 +1,6 @@
 """Ownership sources: who may read a key."""
 
+import datetime
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +21,7 @@ class MediaObject:
     content_type: str | None
     filename: str | None
     granted: bool  # The user asking has an unexpired grant.
+    grant_expires_at: datetime.datetime | None = None  # When that grant ends; None when it never does.
 
     def readable_by(self, user_id: str | None) -> bool:
         if self.visibility == "public":
@@ -37,12 +39,10 @@ class OwnershipSource(Protocol):
 
 _FIND_OBJECT = """
 SELECT o.owner_id, o.visibility, o.content_type, o.filename,
-       $2::text IS NOT NULL AND EXISTS (
-           SELECT 1 FROM media_grants g
-           WHERE g.key = o.key AND g.grantee_id = $2::text
-             AND (g.expires_at IS NULL OR g.expires_at > now())
-       ) AS granted
+       g.grantee_id IS NOT NULL AS granted, g.expires_at AS grant_expires_at
 FROM media_objects o
+LEFT JOIN media_grants g
+       ON g.key = o.key AND g.grantee_id = $2::text AND (g.expires_at IS NULL OR g.expires_at > now())
 WHERE o.key = $1 AND o.status = 'ready'
 """
 
@@ -65,6 +65,7 @@ class TableOwnership:
             content_type=row["content_type"],
             filename=row["filename"],
             granted=row["granted"],
+            grant_expires_at=row["grant_expires_at"],
         )
 
 

@@ -15,6 +15,12 @@ DEFAULT_MEDIA_URL_TTL = 3600
 MAX_MEDIA_URL_TTL = 604800  # SigV4 presigned URLs live at most 7 days.
 DEFAULT_SESSION_MAX_AGE = 14 * 24 * 3600
 DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
+# A stable window defaults to a tenth of the URL lifetime, at most 5 minutes, so a URL keeps 90% of its life.
+MAX_DEFAULT_STABLE_WINDOW = 300
+DEFAULT_DECISION_CACHE_SIZE = 10000
+MAX_DECISION_CACHE_SIZE = 1_000_000
+DEFAULT_DECISION_CACHE_TTL = 60
+MAX_WEB_CONCURRENCY = 64
 DEFAULT_UPLOAD_CONTENT_TYPES = "image/*,video/*,audio/*,application/pdf,text/plain"
 
 ADDRESSING_STYLES = ("auto", "path", "virtual")
@@ -60,6 +66,10 @@ class Settings:
     log_level: str
     # An nginx location: when set, allowed media requests get X-Accel-Redirect instead of a 302.
     accel_redirect_location: str | None = None
+    media_url_stable_window: int = 0
+    decision_cache_size: int = 0
+    decision_cache_ttl: int = 60
+    web_concurrency: int = 1
 
     @property
     def signing_endpoint_url(self) -> str | None:
@@ -96,6 +106,7 @@ def load_settings(environ: Mapping[str, str], require: Collection[str] = ()) -> 
         forwarded_allow_ips=env.networks("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
         accel_redirect_location=env.accel_location("ACCEL_REDIRECT_LOCATION"),
+        **_performance_settings(env),
     )
 
     for variable in require:
@@ -105,6 +116,25 @@ def load_settings(environ: Mapping[str, str], require: Collection[str] = ()) -> 
             raise ConfigError(variable, f"missing; {_REQUIRED_HINTS.get(variable, 'set it in the environment')}")
 
     return settings
+
+
+def _performance_settings(env: "_Environment") -> dict[str, int]:
+    ttl = env.integer("MEDIA_URL_TTL", DEFAULT_MEDIA_URL_TTL, minimum=1, maximum=MAX_MEDIA_URL_TTL)
+    window = env.integer("MEDIA_URL_STABLE_WINDOW", min(MAX_DEFAULT_STABLE_WINDOW, ttl // 10), minimum=0)
+    if window >= ttl:
+        raise ConfigError(
+            "MEDIA_URL_STABLE_WINDOW",
+            f"{window} is not shorter than MEDIA_URL_TTL ({ttl}); set it below the TTL, or 0 to sign at each request",
+        )
+
+    return {
+        "media_url_stable_window": window,
+        "decision_cache_size": env.integer(
+            "DECISION_CACHE_SIZE", DEFAULT_DECISION_CACHE_SIZE, minimum=0, maximum=MAX_DECISION_CACHE_SIZE
+        ),
+        "decision_cache_ttl": env.integer("DECISION_CACHE_TTL", DEFAULT_DECISION_CACHE_TTL, minimum=1, maximum=3600),
+        "web_concurrency": env.integer("WEB_CONCURRENCY", 1, minimum=1, maximum=MAX_WEB_CONCURRENCY),
+    }
 
 
 _REQUIRED_HINTS = {

@@ -3,6 +3,7 @@
 import asyncpg
 from aiohttp import web
 
+from .decisions import DecisionCache
 from .ownership import OwnershipSource
 from .s3 import Presigner, S3Clients
 from .sessions import SessionBackend
@@ -14,6 +15,7 @@ S3 = web.AppKey("s3", S3Clients)
 SESSIONS = web.AppKey("sessions", SessionBackend)
 OWNERSHIP = web.AppKey("ownership", OwnershipSource)
 PRESIGNER = web.AppKey("presigner", Presigner)
+DECISIONS = web.AppKey("decisions", DecisionCache | None)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 USER_ID = web.RequestKey("user_id", str | None)

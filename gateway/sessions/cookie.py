@@ -4,6 +4,7 @@ A token is `Fernet(key).encrypt(json({"created": <unix seconds>, "session": {"us
 It arrives as the session cookie or as `Authorization: Bearer <token>`.
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -21,12 +22,16 @@ MAX_USER_ID_LENGTH = 256
 
 
 class CookieSessionBackend:
-    def __init__(self, secrets: Sequence[bytes], cookie_name: str, max_age: int) -> None:
+    def __init__(self, secrets: Sequence[bytes], cookie_name: str, max_age: int, cache_size: int = 0) -> None:
+        """`cache_size` bounds how many decrypted tokens are kept, so a repeat token skips Fernet; 0 keeps none."""
         if not secrets:
             raise ValueError("at least one Fernet key is required")
         self._fernet = MultiFernet([Fernet(secret) for secret in secrets])
         self._cookie_name = cookie_name
         self._max_age = max_age
+        self._cache_size = cache_size
+        # Keyed by the token's SHA-256, so the process does not keep the credentials themselves.
+        self._decrypted: dict[bytes, dict] = {}
 
     async def user_id(self, request: web.Request) -> str | None:
         token = bearer_token(request) or request.cookies.get(self._cookie_name)
@@ -56,6 +61,21 @@ class CookieSessionBackend:
         return _user_id(session.get("user_id"))
 
     def _decrypt(self, token: str) -> dict | None:
+        if not self._cache_size:
+            return self._decrypt_token(token)
+
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        payload = self._decrypted.get(digest)
+        if payload is None:
+            payload = self._decrypt_token(token)
+            if payload is None:
+                return None
+            if len(self._decrypted) >= self._cache_size:
+                del self._decrypted[next(iter(self._decrypted))]
+            self._decrypted[digest] = payload
+        return payload
+
+    def _decrypt_token(self, token: str) -> dict | None:
         try:
             plaintext = self._fernet.decrypt(token.encode("ascii"))
             payload = json.loads(plaintext)
