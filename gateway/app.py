@@ -6,10 +6,10 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from . import database, state
+from . import database, observability, state
 from .handlers.health import handle_healthz, handle_readyz
 from .handlers.media import handle_media
-from .middleware import access_log_middleware, error_middleware, forwarded_middleware, request_id_middleware
+from .middleware import error_middleware, forwarded_middleware, request_id_middleware
 from .ownership import TableOwnership
 from .s3 import Presigner, open_clients
 from .sessions.cookie import CookieSessionBackend
@@ -20,10 +20,17 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[forwarded_middleware, request_id_middleware, access_log_middleware, error_middleware],
+        middlewares=[
+            forwarded_middleware,
+            request_id_middleware,
+            observability.request_log_middleware,
+            observability.deadline_middleware,
+            error_middleware,
+        ],
         client_max_size=64 * 1024,
     )
     app[state.SETTINGS] = settings
+    observability.setup(app)
 
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_s3)

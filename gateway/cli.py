@@ -15,8 +15,6 @@ from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
 
-SHUTDOWN_TIMEOUT = 8.0  # The platform sends SIGKILL 10 s after SIGTERM.
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
@@ -144,24 +142,15 @@ def _check(environ) -> int:
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
-    from aiohttp import web
-
     from .app import create_app
     from .logs import configure_logging
+    from .server import serve
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
 
-    log.info("starting media-gateway on %s:%d (route %s)", host, port, settings.media_route)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    log.info("starting media-gateway", extra={"host": host, "port": port, "route": settings.media_route})
+    asyncio.run(serve(app, host, port))
     log.info("media-gateway stopped")
     return 0
 

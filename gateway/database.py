@@ -16,8 +16,18 @@ CONNECT_TIMEOUT = 2.0
 ACQUIRE_TIMEOUT = 2.0
 QUERY_TIMEOUT = 3.0
 POOL_MAX_SIZE = 10
+# Part of the 10 s the platform allows between SIGTERM and SIGKILL.
+CLOSE_TIMEOUT = 2.0
+RELEASE_TIMEOUT = 1.0
 
 T = TypeVar("T")
+
+# Requests waiting in pool.acquire(), per pool; asyncpg does not expose this count.
+_waiting: dict[asyncpg.Pool, int] = {}
+
+# A pooled connection that the server dropped (restart, failover, idle kill) fails on its next use with
+# one of these; a read-only query is safe to run again on a fresh connection.
+LOST_CONNECTION_ERRORS = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionResetError)
 
 # Raised when the server is down, hung, restarting or refuses the connection.
 UNAVAILABLE_ERRORS = (
@@ -49,14 +59,44 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     )
 
 
-async def run(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run `query` on a pooled connection, turning outages into BackendUnavailable."""
+async def run(
+    pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]], *, read_only: bool = False
+) -> T:
+    """Run `query` on a pooled connection, turning outages into BackendUnavailable.
+
+    A `read_only` query that fails because its pooled connection was already dead is retried once.
+    """
     try:
         async with asyncio.timeout(ACQUIRE_TIMEOUT + QUERY_TIMEOUT):
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as connection:
-                return await query(connection)
+            try:
+                return await _run_once(pool, query)
+            except LOST_CONNECTION_ERRORS as error:
+                if not read_only:
+                    raise
+                log.info("retrying a read on a new connection after a lost one", extra={"reason": _describe(error)})
+                return await _run_once(pool, query)
     except UNAVAILABLE_ERRORS as error:
         raise BackendUnavailable("postgres", _describe(error)) from error
+
+
+async def _run_once(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    _waiting[pool] = _waiting.get(pool, 0) + 1
+    try:
+        connection = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
+    finally:
+        _waiting[pool] -= 1
+
+    try:
+        return await query(connection)
+    finally:
+        # After a timed-out query the reset waits on the server; a short budget makes a hung
+        # server cost the caller at most this much more before the connection is terminated.
+        await pool.release(connection, timeout=RELEASE_TIMEOUT)
+
+
+def waiting(pool: asyncpg.Pool) -> int:
+    """Return how many callers are waiting for a connection from `pool`."""
+    return _waiting.get(pool, 0)
 
 
 def _describe(error: BaseException) -> str:
@@ -65,8 +105,9 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()[:200]
 
 
-async def close_pool(pool: asyncpg.Pool, timeout: float = 3.0) -> None:
+async def close_pool(pool: asyncpg.Pool, timeout: float = CLOSE_TIMEOUT) -> None:
     """Close the pool, terminating connections that do not close within `timeout` seconds."""
+    _waiting.pop(pool, None)
     try:
         await asyncio.wait_for(pool.close(), timeout)
     except (TimeoutError, *UNAVAILABLE_ERRORS):

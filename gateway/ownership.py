@@ -50,7 +50,9 @@ class TableOwnership:
         self._pool = pool
 
     async def find(self, key: str, user_id: str | None) -> MediaObject | None:
-        row = await database.run(self._pool, lambda connection: connection.fetchrow(_FIND_OBJECT, key, user_id))
+        row = await database.run(
+            self._pool, lambda connection: connection.fetchrow(_FIND_OBJECT, key, user_id), read_only=True
+        )
         if row is None:
             return None
 

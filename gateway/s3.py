@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConfigError
+from .errors import BackendUnavailable, ConfigError
 from .settings import Settings
 
 CONNECT_TIMEOUT = 2
@@ -81,7 +82,11 @@ class Presigner:
 
         # Taken before signing, so the URL lives at least until this time.
         expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self._ttl)
-        url = await self._client.generate_presigned_url(_OPERATIONS[method], Params=params, ExpiresIn=self._ttl)
+        try:
+            url = await self._client.generate_presigned_url(_OPERATIONS[method], Params=params, ExpiresIn=self._ttl)
+        except (BotoCoreError, ClientError) as error:
+            # Typically the credential chain failed to refresh (an expired role or credential_process).
+            raise BackendUnavailable("s3", f"signing failed: {type(error).__name__}: {error}"[:200]) from error
         return SignedUrl(url=url, expires_at=expires_at.replace(microsecond=0))
 
 
