@@ -4,8 +4,9 @@ import hmac
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from . import database, state
@@ -86,10 +87,10 @@ async def handle_metrics(request: web.Request) -> web.Response:
             headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
         )
 
-    body = generate_latest(request.app[METRICS].registry)
-    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
+    # The Accept header picks the classic text format or OpenMetrics, as Prometheus negotiates it.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encode(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 def _authorized(request: web.Request, expected: str) -> bool:

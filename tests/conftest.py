@@ -119,3 +119,7 @@ def token() -> Callable[..., str]:
         return issue_token(secret.encode(), user_id, created)
 
     return make
+
+
+# Checks every test's log records for credentials; imported last because it reads the secrets above.
+from .logcheck import no_credentials_in_logs  # noqa: E402, F401
