@@ -18,10 +18,22 @@ log = logging.getLogger("gateway")
 # The platform sends SIGKILL 10 s after SIGTERM; the rest is margin for the interpreter's exit.
 SHUTDOWN_BUDGET = 8.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# aiohttp's defaults (8190 bytes) reject a long URL or a large Cookie header in the parser, with a
+# plain-text 400. These limits let such requests reach the handlers, which answer with a JSON 4xx;
+# anything larger still gets the parser's 400.
+MAX_LINE_SIZE = 32 * 1024
+MAX_FIELD_SIZE = 16 * 1024
 
 
 async def serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=DRAIN_TIMEOUT + 1)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=DRAIN_TIMEOUT + 1,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+    )
     await runner.setup()
 
     try:

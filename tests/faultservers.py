@@ -265,3 +265,20 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15.0) 
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def gateway_environment(database_url: str, s3_endpoint_url: str, **overrides: str) -> dict[str, str]:
+    """The environment for a `media-gateway serve` subprocess, like the one the `gateway_env` fixture builds."""
+    from .conftest import ACCESS_KEY, BUCKET, SECRET_KEY, SESSION_SECRET
+
+    return {
+        "DATABASE_URL": database_url,
+        "S3_BUCKET": BUCKET,
+        "S3_ENDPOINT_URL": s3_endpoint_url,
+        "S3_ADDRESSING_STYLE": "path",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "SESSION_SECRET": SESSION_SECRET,
+        **overrides,
+    }
