@@ -84,14 +84,24 @@ async def _run_once(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Aw
     try:
         connection = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
     finally:
-        _waiting[pool] -= 1
+        _waiting[pool] = _waiting.get(pool, 1) - 1
 
     try:
         return await query(connection)
     finally:
-        # After a timed-out query the reset waits on the server; a short budget makes a hung
-        # server cost the caller at most this much more before the connection is terminated.
+        await _release(pool, connection)
+
+
+async def _release(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
+    """Return `connection` to the pool; one that fails to reset is closed there and only logged here.
+
+    After a timed-out query the reset waits on the server, so a short budget bounds what a hung
+    server costs the caller. A failed reset must not hide the query's own result or error.
+    """
+    try:
         await pool.release(connection, timeout=RELEASE_TIMEOUT)
+    except (asyncpg.InternalClientError, *UNAVAILABLE_ERRORS) as error:
+        log.info("closed a pooled connection that failed to reset", extra={"reason": _describe(error)})
 
 
 def waiting(pool: asyncpg.Pool) -> int:

@@ -17,6 +17,7 @@ error_log = logging.getLogger("gateway.errors")
 DECISION = web.RequestKey("decision", str)
 ERROR_KIND = web.RequestKey("error_kind", str)
 DEADLINES = web.AppKey("deadlines", set)
+ERROR_LOG = web.AppKey("error_log", RateLimitedLog)
 
 MAX_LOGGED_PATH = 300
 # The same error (kind and reason) is logged at most once per this many seconds; the request
@@ -26,13 +27,15 @@ ERROR_LOG_INTERVAL = 10.0
 # so draining ends well inside the 10 s the platform allows before SIGKILL.
 DRAIN_TIMEOUT = 4.0
 
-_rate_limited = RateLimitedLog(ERROR_LOG_INTERVAL)
+# Used by apps built without setup(), such as a bare app in a test.
+_fallback_error_log = RateLimitedLog(ERROR_LOG_INTERVAL)
 
 
 def setup(app: web.Application) -> None:
     """Register the metrics, the /metrics route and the shutdown hook on `app`."""
     app[METRICS] = Metrics()
     app[DEADLINES] = set()
+    app[ERROR_LOG] = RateLimitedLog(ERROR_LOG_INTERVAL)
     app.on_startup.append(_watch_pool)
     app.on_shutdown.append(_shorten_deadlines)
     app.router.add_get("/metrics", handle_metrics)
@@ -52,7 +55,7 @@ def record_error(
     if METRICS in request.app:
         request.app[METRICS].errors.labels(kind).inc()
 
-    _rate_limited.log(
+    request.app.get(ERROR_LOG, _fallback_error_log).log(
         error_log,
         level,
         f"{kind}:{reason}",

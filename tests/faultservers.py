@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -198,10 +199,11 @@ class PgBouncer:
         for path in self.directory.iterdir():
             path.chmod(0o644)
 
-        self._process = subprocess.Popen(
-            [executable, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **_as_service_user()
-        )
-        _wait_for_port(self.port, self._process)
+        with open(self.directory / "stderr.log", "wb") as stderr:
+            self._process = subprocess.Popen(
+                [executable, str(config)], stdout=subprocess.DEVNULL, stderr=stderr, **_as_service_user()
+            )
+        _wait_for_port(self.port, self._process, self.directory / "stderr.log")
 
     def log(self) -> str:
         return (self.directory / "pgbouncer.log").read_text(encoding="utf-8", errors="replace")
@@ -251,13 +253,11 @@ class ServedGateway:
         self._log_file.close()
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15.0) -> None:
-    import socket
-
+def _wait_for_port(port: int, process: subprocess.Popen, stderr_path: Path, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"the process exited with {process.returncode}: {process.stderr.read().decode()}")
+            raise RuntimeError(f"the process exited with {process.returncode}: {stderr_path.read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
