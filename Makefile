@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-faults lint clean
 
 install: $(STAMP)
 
@@ -18,7 +18,11 @@ demo: install
 	$(BIN)/media-gateway demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not faults"
+
+# Stops, pauses and replaces PostgreSQL servers of its own; needs Debian's pgbouncer and postgresql.
+test-faults: install
+	$(BIN)/python -m pytest -m faults
 
 lint: install
 	$(BIN)/ruff check gateway tests

@@ -26,7 +26,7 @@ T = TypeVar("T")
 _waiting: dict[asyncpg.Pool, int] = {}
 
 # A pooled connection that the server dropped (restart, failover, idle kill) fails on its next use with
-# one of these; a read-only query is safe to run again on a fresh connection.
+# one of these. A read-only query is safe to run again on a fresh connection.
 LOST_CONNECTION_ERRORS = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionResetError)
 
 # Raised when the server is down, hung, restarting or refuses the connection.

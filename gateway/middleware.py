@@ -55,7 +55,10 @@ async def forwarded_middleware(request: web.Request, handler) -> web.StreamRespo
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Give router errors a JSON body, and turn an unexpected exception into a logged 500."""
+    """Give router errors a JSON body, turn an unavailable backend into a 503 and anything unexpected into a 500.
+
+    Both are counted and logged through record_error with the request id.
+    """
     try:
         return await handler(request)
     except web.HTTPException as error:

@@ -20,10 +20,10 @@ DEADLINES = web.AppKey("deadlines", set)
 ERROR_LOG = web.AppKey("error_log", RateLimitedLog)
 
 MAX_LOGGED_PATH = 300
-# The same error (kind and reason) is logged at most once per this many seconds; the request
+# The same error (kind and reason) is logged at most once per this many seconds. The request
 # lines still show every occurrence, and the next error line counts the ones left out.
 ERROR_LOG_INTERVAL = 10.0
-# On SIGTERM every request still running gets at most this long before it is answered 503,
+# On SIGTERM every request still running gets at most this long before it receives a 503,
 # so draining ends well inside the 10 s the platform allows before SIGKILL.
 DRAIN_TIMEOUT = 4.0
 
@@ -84,7 +84,7 @@ async def request_log_middleware(request: web.Request, handler) -> web.StreamRes
 
 @web.middleware
 async def deadline_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Answer 503 when a request runs past REQUEST_TIMEOUT, well before the router's 30 s cut-off."""
+    """Return a 503 when a request runs past REQUEST_TIMEOUT, well before the router's 30 s cut-off."""
     deadlines: set[asyncio.Timeout] = request.app[DEADLINES]
     seconds = request.app[state.SETTINGS].request_timeout
 

@@ -1,7 +1,7 @@
 """Run the app until SIGTERM or SIGINT, then shut down inside the platform's 10 s grace period.
 
 On a signal the listening socket closes at once (new connections are refused), in-flight
-requests get at most DRAIN_TIMEOUT more seconds before they are answered 503, then the pool
+requests get at most DRAIN_TIMEOUT more seconds before they receive a 503, then the pool
 and the S3 clients close. SHUTDOWN_BUDGET caps the whole sequence even when PostgreSQL hangs.
 """
 
@@ -19,8 +19,8 @@ log = logging.getLogger("gateway")
 SHUTDOWN_BUDGET = 8.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # aiohttp's defaults (8190 bytes) reject a long URL or a large Cookie header in the parser, with a
-# plain-text 400. These limits let such requests reach the handlers, which answer with a JSON 4xx;
-# anything larger still gets the parser's 400.
+# plain-text 400. These limits let such requests reach the handlers, which return a JSON 4xx.
+# Anything larger still gets the parser's 400.
 MAX_LINE_SIZE = 32 * 1024
 MAX_FIELD_SIZE = 16 * 1024
 

@@ -13,6 +13,7 @@ from gateway.settings import load_settings
 
 from .conftest import ACCESS_KEY, SECRET_KEY
 from .helpers import bearer, metric_value, scrape
+from .logcheck import find_credentials
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 
@@ -339,3 +340,13 @@ async def test_failing_signer_answers_503_and_logs(start_gateway, db, token, tmp
     assert [record.kind for record in errors] == ["s3_signing"]
     assert errors[0].request_id == response.headers["X-Request-ID"]
     assert metric_value(exposition, "gateway_errors_total", kind="s3_signing") == 1
+
+
+def test_credential_check_finds_leaks(token):
+    leaked_token = token("alice")
+    signed = "https://s3/x?X-Amz-Signature=" + "ab12" * 16
+
+    assert find_credentials(f"cookie={leaked_token}") == [leaked_token]
+    assert find_credentials(signed) != []
+    assert find_credentials(f"key={SECRET_KEY}") == [SECRET_KEY]
+    assert find_credentials("X-Amz-Signature=[redacted] gAAAAA") == []
