@@ -1,5 +1,6 @@
 """Logging set-up: one line per record (logfmt or JSON), with credentials scrubbed as a last line of defence."""
 
+import contextvars
 import datetime
 import json
 import logging
@@ -20,6 +21,21 @@ _SECRET_PATTERNS = (
 # Attributes every LogRecord has; any other attribute came from `extra=` and is written as a field.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _BARE_VALUE = re.compile(r"[\x21-\x7e]+")
+
+
+# The id of the request the current task serves, so lines logged deep in a call (a retry, a
+# rejected session) carry it without every function passing it along.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Add `request_id` to records logged while a request is served, unless the record has one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 def redact(text: str) -> str:
@@ -93,6 +109,7 @@ def _timestamp(record: logging.LogRecord) -> str:
 def configure_logging(level: str, log_format: str = "logfmt") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
+    handler.addFilter(RequestIdFilter())
 
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from . import state
-from .logs import RateLimitedLog
+from .logs import RateLimitedLog, current_request_id
 from .metrics import METRICS, Metrics, handle_metrics
 from .responses import json_error, media_headers
 
@@ -72,6 +72,7 @@ async def request_log_middleware(request: web.Request, handler) -> web.StreamRes
     """Write one line per request and count it by route and status."""
     started = time.perf_counter()
     status = 500
+    context = current_request_id.set(request.get(state.REQUEST_ID))
     try:
         response = await handler(request)
         status = response.status
@@ -80,6 +81,7 @@ async def request_log_middleware(request: web.Request, handler) -> web.StreamRes
         duration = time.perf_counter() - started
         _count(request, status, duration)
         log.info("request", extra=_request_fields(request, status, duration))
+        current_request_id.reset(context)
 
 
 @web.middleware

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.logs import JsonFormatter, LogfmtFormatter, RateLimitedLog
+from gateway.logs import JsonFormatter, LogfmtFormatter, RateLimitedLog, RequestIdFilter
 from gateway.settings import load_settings
 
 from .conftest import ACCESS_KEY, SECRET_KEY
@@ -154,6 +154,22 @@ async def test_request_id_generated_when_absent_or_invalid(gateway, caplog, sent
     assert len(generated) == 32
     assert generated != sent
     assert [record.request_id for record in _request_records(caplog)] == [generated]
+
+
+async def test_nested_log_lines_get_request_id(gateway):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    handler.addFilter(RequestIdFilter())
+    logging.getLogger().addHandler(handler)
+    try:
+        await gateway.get("/media/a.jpg", headers={"Authorization": "Bearer junk", "X-Request-ID": "rid-7"})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    rejected = [record for record in records if record.getMessage().startswith("session token rejected")]
+
+    assert len(rejected) == 1
+    assert rejected[0].request_id == "rid-7"
 
 
 async def test_request_line_fields(gateway, db, token, caplog):
