@@ -1,6 +1,7 @@
 """S3 clients and the presigner that turns an allowed key into a short-lived URL."""
 
 import datetime
+import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import BackendUnavailable, ConfigError
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2
 READ_TIMEOUT = 5
@@ -52,6 +55,7 @@ async def open_clients(settings: Settings, stack: AsyncExitStack, session: AioSe
             "s3", region_name=settings.s3_region, endpoint_url=settings.s3_endpoint_url, config=_config(settings)
         )
     )
+    service.meta.events.register("request-created.s3", _log_retry)
     if settings.signing_endpoint_url == settings.s3_endpoint_url:
         return S3Clients(service=service, signing=service)
 
@@ -61,6 +65,13 @@ async def open_clients(settings: Settings, stack: AsyncExitStack, session: AioSe
         )
     )
     return S3Clients(service=service, signing=signing)
+
+
+def _log_retry(request, operation_name: str, **_) -> None:
+    """Log each S3 call that botocore sends again; presigning creates requests without a retry count."""
+    attempt = request.context.get("retries", {}).get("attempt", 1)
+    if attempt > 1:
+        log.warning("retrying an S3 request", extra={"operation": operation_name, "attempt": attempt})
 
 
 class Presigner:

@@ -14,6 +14,7 @@ from gateway.settings import load_settings
 from .conftest import ACCESS_KEY, SECRET_KEY
 from .helpers import bearer, metric_value, scrape
 from .logcheck import find_credentials
+from .servers import free_port
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 
@@ -366,3 +367,17 @@ def test_credential_check_finds_leaks(token):
     assert find_credentials(signed) != []
     assert find_credentials(f"key={SECRET_KEY}") == [SECRET_KEY]
     assert find_credentials("X-Amz-Signature=[redacted] gAAAAA") == []
+
+
+async def test_s3_retry_logged(start_gateway, db, caplog):
+    caplog.set_level(logging.INFO, logger="gateway")
+    client = await start_gateway(S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+
+    response = await client.get("/readyz")
+    body = await response.json()
+    retries = [record for record in caplog.records if record.getMessage() == "retrying an S3 request"]
+
+    assert response.status == 503
+    assert body["checks"]["s3"]["status"] == "fail"
+    assert [record.attempt for record in retries] == [2]
+    assert retries[0].operation == "HeadBucket"
