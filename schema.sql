@@ -25,3 +25,6 @@ CREATE TABLE IF NOT EXISTS media_grants (
 );
 
 CREATE INDEX IF NOT EXISTS media_grants_grantee_id ON media_grants (grantee_id);
+
+-- Bytes in the object: declared by an upload while it is pending, as stored once it is ready.
+ALTER TABLE media_objects ADD COLUMN IF NOT EXISTS size bigint;

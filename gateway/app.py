@@ -9,6 +9,7 @@ from aiohttp import web
 from . import database, observability, state
 from .handlers.health import handle_healthz, handle_readyz
 from .handlers.media import handle_media
+from .handlers.uploads import handle_complete_upload, handle_create_upload
 from .middleware import error_middleware, forwarded_middleware, request_id_middleware
 from .ownership import TableOwnership
 from .s3 import Presigner, open_clients
@@ -38,6 +39,10 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
+    # Only POST reaches these two; any other method on the same paths falls through to handle_media,
+    # so GET MEDIA_ROUTE/uploads/... stays an ordinary key lookup.
+    app.router.add_post(settings.media_route + "/uploads", handle_create_upload)
+    app.router.add_post(settings.media_route + "/uploads/{key:.+}/complete", handle_complete_upload)
     app.router.add_route("*", settings.media_route, handle_media)
     app.router.add_route("*", settings.media_route + "/{tail:.*}", handle_media)
     return app

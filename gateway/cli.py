@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 
@@ -62,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key", metavar="KEY")
     revoke.add_argument("--to", required=True, metavar="ID", help="user id to stop sharing with")
 
+    sync = commands.add_parser(
+        "sync-static", help="upload changed static files (a collectstatic output directory) to the bucket"
+    )
+    sync.add_argument("directory", metavar="DIR", help="directory to upload, e.g. Django's STATIC_ROOT")
+    sync.add_argument("--prefix", default="static/", help="S3 key folder to sync into (default: static/)")
+    sync.add_argument("--dry-run", action="store_true", help="list what would change and change nothing")
+    sync.add_argument("--delete", action="store_true", help="also delete objects under --prefix with no local file")
+    sync.add_argument("--jobs", type=_jobs, default=8, help="uploads in parallel, 1 to 10 (default: 8)")
+
     return parser
 
 
@@ -94,6 +104,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         settings = load_settings(environ, require=("DATABASE_URL", "S3_BUCKET", "SESSION_SECRET"))
         return _serve(settings, args.host, args.port or settings.port)
+
+    if args.command == "sync-static":
+        return _sync_static(args, environ)
 
     if args.command == "demo":
         from .demo import run_demo
@@ -141,6 +154,17 @@ def _check(environ) -> int:
     return 0
 
 
+def _sync_static(args: argparse.Namespace, environ) -> int:
+    from .static_sync import sync_static
+
+    settings = load_settings(environ, require=("S3_BUCKET",))
+    return asyncio.run(
+        sync_static(
+            settings, Path(args.directory), args.prefix, dry_run=args.dry_run, delete=args.delete, jobs=args.jobs
+        )
+    )
+
+
 def _serve(settings: Settings, host: str, port: int) -> int:
     from .app import create_app
     from .logs import configure_logging
@@ -158,4 +182,10 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {value!r}; use a number from 1 to 65535")
+    return int(value)
+
+
+def _jobs(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 10:
+        raise argparse.ArgumentTypeError(f"invalid job count {value!r}; use a number from 1 to 10")
     return int(value)

