@@ -29,6 +29,10 @@ _waiting: dict[asyncpg.Pool, int] = {}
 # one of these. A read-only query is safe to run again on a fresh connection.
 LOST_CONNECTION_ERRORS = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionResetError)
 
+# Raised when PgBouncer in transaction mode runs a statement on another server connection than
+# the one it was prepared on, which happens unless DATABASE_STATEMENT_CACHE_SIZE is 0.
+PREPARED_STATEMENT_ERRORS = (asyncpg.InvalidSQLStatementNameError, asyncpg.DuplicatePreparedStatementError)
+
 # Raised when the server is down, hung, restarting or refuses the connection.
 UNAVAILABLE_ERRORS = (
     OSError,
@@ -77,6 +81,12 @@ async def run(
                 return await _run_once(pool, query)
     except UNAVAILABLE_ERRORS as error:
         raise BackendUnavailable("postgres", _describe(error)) from error
+    except PREPARED_STATEMENT_ERRORS as error:
+        raise BackendUnavailable(
+            "postgres",
+            f"{type(error).__name__}: named prepared statements fail behind a pooler in transaction mode; "
+            "set DATABASE_STATEMENT_CACHE_SIZE=0",
+        ) from error
 
 
 async def _run_once(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

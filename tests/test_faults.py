@@ -177,6 +177,22 @@ async def test_pgbouncer_transaction_mode_concurrent(running_postgres, start_on)
     assert "prepared statement" not in log
 
 
+async def test_pgbouncer_statement_cache_gives_503(running_postgres, start_on, caplog):
+    caplog.set_level("INFO", logger="gateway")
+    bouncer = PgBouncer(running_postgres.port, pool_mode="transaction", pool_size=3)
+    try:
+        client = await start_on(bouncer.url)
+        responses = await asyncio.gather(*(_get(client, f"f/{number % 20}.jpg", "user0") for number in range(100)))
+    finally:
+        bouncer.stop()
+    statuses = {response.status for response in responses}
+    reasons = [record.getMessage() for record in caplog.records if record.name == "gateway.errors"]
+
+    assert 503 in statuses
+    assert statuses <= {302, 403, 503}
+    assert any("DATABASE_STATEMENT_CACHE_SIZE=0" in reason for reason in reasons)
+
+
 async def _connection_ssl_states(url: str) -> list[bool]:
     connection = await asyncpg.connect(url)
     try:
