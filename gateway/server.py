@@ -26,6 +26,13 @@ MAX_FIELD_SIZE = 16 * 1024
 
 
 async def serve(app: web.Application, host: str, port: int) -> None:
+    # Handlers go in before start-up, which may take seconds while PostgreSQL is down, and stay until
+    # the end, so a signal at any point starts (or repeats) a graceful stop rather than killing the process.
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, _on_signal, received, signum)
+
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -34,34 +41,27 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
     )
-    await runner.setup()
-
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        log.info("listening", extra={"host": host, "port": port})
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            log.info("listening", extra={"host": host, "port": port})
 
-        received = await _wait_for_signal()
-        log.info("stopping", extra={"signal": received.name})
-    finally:
-        await _shut_down(runner)
-
-
-async def _wait_for_signal() -> signal.Signals:
-    loop = asyncio.get_running_loop()
-    received: asyncio.Future[signal.Signals] = loop.create_future()
-
-    def on_signal(signum: signal.Signals) -> None:
-        if not received.done():
-            received.set_result(signum)
-
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        return await received
+            stop_signal = await received
+            log.info("stopping", extra={"signal": stop_signal.name})
+        finally:
+            await _shut_down(runner)
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+
+
+def _on_signal(received: asyncio.Future, signum: signal.Signals) -> None:
+    if received.done():
+        log.info("already stopping", extra={"signal": signum.name})
+        return
+    received.set_result(signum)
 
 
 async def _shut_down(runner: web.AppRunner) -> None:

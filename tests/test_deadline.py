@@ -1,4 +1,4 @@
-"""A query blocked by a lock that another connection holds: the gateway answers 503 in time."""
+"""A query blocked by a lock that another connection holds: the gateway returns 503 in time."""
 
 import asyncio
 import time

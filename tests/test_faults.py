@@ -276,6 +276,8 @@ async def test_sigterm_finishes_slow_request(running_postgres, moto, tmp_path, t
             gateway.terminate()
             await asyncio.sleep(0.3)
             refused = _refuses_connections(gateway.port)
+            # A second SIGTERM must not cut the drain short.
+            gateway.terminate()
             await asyncio.sleep(0.5)
             await locker.execute("ROLLBACK")
             response = await slow
@@ -291,7 +293,9 @@ async def test_sigterm_finishes_slow_request(running_postgres, moto, tmp_path, t
     assert exit_code == 0
     assert exit_seconds < 10
     assert "msg=stopping signal=SIGTERM" in logs
+    assert "msg=\"already stopping\" signal=SIGTERM" in logs
     assert "msg=\"closing the PostgreSQL pool\"" in logs
+    assert "msg=\"closing the S3 clients\"" in logs
     assert find_credentials(logs) == []
 
 

@@ -1,4 +1,4 @@
-"""500 concurrent requests of mixed users and objects: every answer is the right one."""
+"""500 concurrent requests of mixed users and objects: every response is the expected one."""
 
 import asyncio
 import random
