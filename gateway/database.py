@@ -26,8 +26,15 @@ T = TypeVar("T")
 _waiting: dict[asyncpg.Pool, int] = {}
 
 # A pooled connection that the server dropped (restart, failover, idle kill) fails on its next use with
-# one of these. A read-only query is safe to run again on a fresh connection.
-LOST_CONNECTION_ERRORS = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionResetError)
+# one of these. A read-only query is safe to run again on a fresh connection. The tests saw asyncpg 0.32
+# raise InternalClientError ("another operation is in progress") on a pooled connection while the
+# server shut down.
+LOST_CONNECTION_ERRORS = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+    ConnectionResetError,
+)
 
 # Raised when PgBouncer in transaction mode runs a statement on another server connection than
 # the one it was prepared on, which happens unless DATABASE_STATEMENT_CACHE_SIZE is 0.
@@ -35,6 +42,7 @@ PREPARED_STATEMENT_ERRORS = (asyncpg.InvalidSQLStatementNameError, asyncpg.Dupli
 
 # Raised when the server is down, hung, restarting or refuses the connection.
 UNAVAILABLE_ERRORS = (
+    *LOST_CONNECTION_ERRORS,
     OSError,
     asyncio.TimeoutError,
     asyncpg.InterfaceError,
@@ -110,7 +118,7 @@ async def _release(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
     """
     try:
         await pool.release(connection, timeout=RELEASE_TIMEOUT)
-    except (asyncpg.InternalClientError, *UNAVAILABLE_ERRORS) as error:
+    except UNAVAILABLE_ERRORS as error:
         log.info("closed a pooled connection that failed to reset", extra={"reason": _describe(error)})
 
 
