@@ -11,7 +11,9 @@ import asyncpg
 from . import database
 from .errors import BackendUnavailable, ConfigError, UsageError
 from .keys import validate_key
+from .ownership import inspect_query
 from .s3 import open_clients
+from .sessions.django import inspect_tables
 from .settings import Settings
 
 CHECK_TIMEOUT = 5.0
@@ -139,14 +141,25 @@ async def _check_postgres(settings: Settings) -> str | None:
             connection = await connect(settings)
             try:
                 found = await connection.fetchval("SELECT to_regclass('media_objects') IS NOT NULL")
+                await _check_backend_tables(settings, connection)
             finally:
                 await connection.close()
-    except (BackendUnavailable, TimeoutError) as error:
+    except ConfigError as error:
+        return str(error)
+    except (BackendUnavailable, TimeoutError, *database.UNAVAILABLE_ERRORS) as error:
         return f"DATABASE_URL: cannot reach PostgreSQL ({_reason(error)}); check the URL and that the server runs"
 
-    if not found:
+    if not found and settings.ownership_query is None:
         return "DATABASE_URL: table media_objects is missing; run `media-gateway migrate`"
     return None
+
+
+async def _check_backend_tables(settings: Settings, connection: asyncpg.Connection) -> None:
+    """Run the start-up checks of the Django session tables and OWNERSHIP_QUERY, when configured."""
+    if settings.session_backend == "django":
+        await inspect_tables(connection, settings.django_user_table)
+    if settings.ownership_query is not None:
+        await inspect_query(connection, settings.ownership_query)
 
 
 async def _check_s3(settings: Settings) -> str | None:

@@ -7,13 +7,16 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from . import database, observability, state
+from .handlers.auth import AUTH_ROUTE_PREFIX, handle_media_auth
 from .handlers.health import handle_healthz, handle_readyz
 from .handlers.media import handle_media
 from .handlers.uploads import handle_complete_upload, handle_create_upload
 from .middleware import error_middleware, forwarded_middleware, request_id_middleware
-from .ownership import TableOwnership
+from .ownership import OwnershipSource, QueryOwnership, TableOwnership
 from .s3 import Presigner, open_clients
+from .sessions import SessionBackend
 from .sessions.cookie import CookieSessionBackend
+from .sessions.django import DjangoSessionBackend
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post(settings.media_route + "/uploads/{key:.+}/complete", handle_complete_upload)
     app.router.add_route("*", settings.media_route, handle_media)
     app.router.add_route("*", settings.media_route + "/{tail:.*}", handle_media)
+    app.router.add_route("*", AUTH_ROUTE_PREFIX + settings.media_route + "/{tail:.*}", handle_media_auth)
     return app
 
 
@@ -76,10 +80,30 @@ async def _s3(app: web.Application) -> AsyncIterator[None]:
 
 async def _components(app: web.Application) -> None:
     settings = app[state.SETTINGS]
-    app[state.SESSIONS] = CookieSessionBackend(
-        settings.session_secrets, settings.session_cookie_name, settings.session_max_age
-    )
-    app[state.OWNERSHIP] = TableOwnership(app[state.POOL])
+    app[state.SESSIONS] = await _session_backend(settings, app[state.POOL])
+    app[state.OWNERSHIP] = await _ownership_source(settings, app[state.POOL])
     app[state.PRESIGNER] = Presigner(
         app[state.S3].signing, settings.s3_bucket, settings.media_prefix, settings.media_url_ttl
     )
+
+
+async def _session_backend(settings: Settings, pool) -> SessionBackend:
+    if settings.session_backend == "cookie":
+        return CookieSessionBackend(settings.session_secrets, settings.session_cookie_name, settings.session_max_age)
+
+    backend = DjangoSessionBackend(
+        pool, settings.django_session_cookie_name, settings.django_secret_keys, settings.django_user_table
+    )
+    await backend.verify()
+    if not settings.django_secret_keys:
+        log.warning("DJANGO_SECRET_KEY is unset: Django session signatures and password changes are not checked")
+    return backend
+
+
+async def _ownership_source(settings: Settings, pool) -> OwnershipSource:
+    if settings.ownership_query is None:
+        return TableOwnership(pool)
+
+    source = QueryOwnership(pool, settings.ownership_query)
+    await source.verify()
+    return source

@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from . import admin
-from .errors import GatewayError
+from .errors import ConfigError, GatewayError
 from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -98,6 +98,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .sessions.cookie import issue_token
 
         settings = load_settings(environ, require=("SESSION_SECRET",))
+        if not settings.session_secrets:
+            # SESSION_BACKEND=django lifts the requirement for serving, but a token needs the key.
+            raise ConfigError("SESSION_SECRET", "missing; generate one with `media-gateway keygen` to issue tokens")
         print(issue_token(settings.session_secrets[0], args.user))
         return 0
 

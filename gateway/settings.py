@@ -18,6 +18,7 @@ DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_UPLOAD_CONTENT_TYPES = "image/*,video/*,audio/*,application/pdf,text/plain"
 
 ADDRESSING_STYLES = ("auto", "path", "virtual")
+SESSION_BACKENDS = ("cookie", "django")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("logfmt", "json")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -28,6 +29,8 @@ MAX_REQUEST_TIMEOUT = 25
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ROUTE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_ACCEL_LOCATION = re.compile(r"^(/[A-Za-z0-9._~-]+)+$|^@[A-Za-z0-9_-]+$")
+_SQL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
 
 ForwardedNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
@@ -50,10 +53,17 @@ class Settings:
     session_cookie_name: str
     session_max_age: int
     login_url: str | None
+    session_backend: str
+    django_session_cookie_name: str
+    django_secret_keys: tuple[str, ...]  # The first is SECRET_KEY, the rest SECRET_KEY_FALLBACKS.
+    django_user_table: tuple[str, ...]  # Schema-qualified names have two parts.
+    ownership_query: str | None
     upload_max_bytes: int
     upload_content_types: tuple[str, ...]
     forwarded_allow_ips: ForwardedNetworks  # None means any address is trusted.
     log_level: str
+    # An nginx location: when set, allowed media requests get X-Accel-Redirect instead of a 302.
+    accel_redirect_location: str | None = None
     log_format: str = "logfmt"
     request_timeout: int = DEFAULT_REQUEST_TIMEOUT  # Seconds before a request is answered 503.
     metrics_token: str | None = None  # Bearer token that GET /metrics requires, when set.
@@ -83,10 +93,16 @@ def load_settings(environ: Mapping[str, str], require: Collection[str] = ()) -> 
         session_cookie_name=env.cookie_name("SESSION_COOKIE_NAME", "gateway_session"),
         session_max_age=env.integer("SESSION_MAX_AGE", DEFAULT_SESSION_MAX_AGE, minimum=1),
         login_url=env.login_url("LOGIN_URL"),
+        session_backend=env.choice("SESSION_BACKEND", SESSION_BACKENDS, "cookie"),
+        django_session_cookie_name=env.cookie_name("DJANGO_SESSION_COOKIE_NAME", "sessionid"),
+        django_secret_keys=env.secret_list("DJANGO_SECRET_KEY"),
+        django_user_table=env.sql_identifier("DJANGO_USER_TABLE", "auth_user"),
+        ownership_query=env.get("OWNERSHIP_QUERY"),
         upload_max_bytes=env.integer("UPLOAD_MAX_BYTES", DEFAULT_UPLOAD_MAX_BYTES, minimum=1),
         upload_content_types=env.content_types("UPLOAD_CONTENT_TYPES", DEFAULT_UPLOAD_CONTENT_TYPES),
         forwarded_allow_ips=env.networks("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+        accel_redirect_location=env.accel_location("ACCEL_REDIRECT_LOCATION"),
         log_format=env.choice("LOG_FORMAT", LOG_FORMATS, "logfmt"),
         request_timeout=env.integer(
             "REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT, minimum=1, maximum=MAX_REQUEST_TIMEOUT
@@ -95,6 +111,8 @@ def load_settings(environ: Mapping[str, str], require: Collection[str] = ()) -> 
     )
 
     for variable in require:
+        if variable == "SESSION_SECRET" and settings.session_backend != "cookie":
+            continue
         if not env.get(variable):
             raise ConfigError(variable, f"missing; {_REQUIRED_HINTS.get(variable, 'set it in the environment')}")
 
@@ -220,6 +238,19 @@ class _Environment:
             raise ConfigError(name, f"invalid route {raw!r}; use a path such as /media (letters, digits, . _ ~ -)")
         return route
 
+    def accel_location(self, name: str) -> str | None:
+        raw = self.get(name)
+        if raw is None:
+            return None
+
+        if not _ACCEL_LOCATION.match(raw):
+            raise ConfigError(
+                name,
+                f"invalid nginx location {raw!r}; use an internal location path such as /_media_s3 "
+                "or a named location such as @media_s3, as in deploy/nginx.conf",
+            )
+        return raw
+
     def media_prefix(self, name: str, default: str) -> str:
         raw = self._environ.get(name)
         if raw is None:
@@ -248,6 +279,24 @@ class _Environment:
                     "generate one with `media-gateway keygen`",
                 ) from None
         return tuple(key.encode() for key in keys)
+
+    def secret_list(self, name: str) -> tuple[str, ...]:
+        raw = self.get(name)
+        if raw is None:
+            return ()
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    def sql_identifier(self, name: str, default: str) -> tuple[str, ...]:
+        raw = self.get(name) or default
+
+        parts = tuple(raw.split("."))
+        if len(parts) > 2 or not all(_SQL_IDENTIFIER.match(part) for part in parts):
+            raise ConfigError(
+                name,
+                f"invalid table name {raw!r}; use a table name such as auth_user or myschema.auth_user "
+                "(letters, digits, _ and $, at most 63 characters per part)",
+            )
+        return parts
 
     def cookie_name(self, name: str, default: str) -> str:
         raw = self.get(name)

@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet
 
 from gateway.admin import schema_sql
 from gateway.app import create_app
+from gateway.errors import GatewayError
 from gateway.sessions.cookie import issue_token
 from gateway.settings import Settings, load_settings
 
@@ -109,6 +110,25 @@ def start_gateway(aiohttp_client, gateway_env) -> Callable:
 
 
 @pytest.fixture
+def startup_error(gateway_env) -> Callable:
+    """Run the app's startup, expecting it to fail; returns the error after closing what had started."""
+
+    async def start(**overrides: str) -> GatewayError:
+        app = create_app(load_settings({**gateway_env, **overrides}))
+        app.on_startup.freeze()
+        app.on_cleanup.freeze()
+        try:
+            await app.startup()
+        except GatewayError as error:
+            return error
+        finally:
+            await app.cleanup()
+        raise AssertionError("the app started, but a startup error was expected")
+
+    return start
+
+
+@pytest.fixture
 async def gateway(start_gateway, db):
     return await start_gateway()
 
@@ -119,6 +139,16 @@ def token() -> Callable[..., str]:
         return issue_token(secret.encode(), user_id, created)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def django_site(postgres: Postgres, moto: MotoServer):
+    """The test Django project on the test database and S3 server, migrated once per test session."""
+    from .django_site.harness import DjangoSite
+
+    site = DjangoSite(postgres.url, moto.endpoint_url, BUCKET, ACCESS_KEY, SECRET_KEY)
+    yield site
+    site.stop()
 
 
 # Checks every test's log records for credentials; imported last because it reads the secrets above.

@@ -2,11 +2,13 @@
 
 import datetime
 import logging
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
 from .. import state
+from ..accel import accel_redirect_headers
 from ..accept import accepts
 from ..disposition import content_disposition
 from ..errors import BackendUnavailable, MalformedKey
@@ -27,21 +29,47 @@ MAX_AGE_MARGIN = 60
 
 async def handle_media(request: web.Request) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed(request.method)
+        return method_not_allowed(request.method)
 
+    settings = request.app[state.SETTINGS]
+    accel_location = settings.accel_redirect_location
+    outcome = await authorize(request, settings.media_route, same_origin=accel_location is not None)
+    if isinstance(outcome, web.Response):
+        return outcome
+
+    if accel_location is not None:
+        headers = {**signed_url_headers(outcome.signed), **accel_redirect_headers(outcome.signed, accel_location)}
+        return web.Response(status=200, headers=headers)
+    return _allowed(outcome.signed, outcome.as_json)
+
+
+@dataclass(frozen=True)
+class Allowed:
+    signed: SignedUrl
+    as_json: bool
+
+
+async def authorize(
+    request: web.Request, route: str, *, same_origin: bool, login_redirect: bool = True
+) -> Allowed | web.Response:
+    """Decide on the key after `route` and sign it, or return the error response to send.
+
+    With `same_origin` the presigned URL never reaches the client, so `format=json` is
+    rejected and the Accept header is not consulted. Without `login_redirect` an anonymous
+    caller always gets 401, never a redirect to LOGIN_URL.
+    """
     try:
-        key = parse_key(_raw_key(request))
-        options = _read_options(request)
+        key = parse_key(_raw_key(request, route))
+        options = _read_options(request, same_origin)
     except MalformedKey as error:
         record_decision(request, "malformed")
         return json_error(400, "malformed_key", f"Invalid media key: {error}.", media_headers())
     except _BadOption as error:
         return json_error(400, "invalid_option", str(error), media_headers())
 
-    user_id = await request.app[state.SESSIONS].user_id(request)
-    request[state.USER_ID] = user_id
-
     try:
+        user_id = await request.app[state.SESSIONS].user_id(request)
+        request[state.USER_ID] = user_id
         media = await request.app[state.OWNERSHIP].find(key, user_id)
     except BackendUnavailable as error:
         record_error(request, "postgres_unavailable", error.reason)
@@ -50,7 +78,7 @@ async def handle_media(request: web.Request) -> web.StreamResponse:
     if media is None or not media.readable_by(user_id):
         if user_id is None:
             record_decision(request, "anonymous")
-            return _unauthenticated(request)
+            return _unauthenticated(request, login_redirect)
         record_decision(request, "denied")
         return json_error(
             403, "forbidden", "You may not read this object, or it does not exist.", media_headers()
@@ -67,7 +95,7 @@ async def handle_media(request: web.Request) -> web.StreamResponse:
     except BackendUnavailable as error:
         record_error(request, "s3_signing", error.reason)
         return _unavailable("The signing credentials are not available; try again in a few seconds.")
-    return _allowed(signed, options.json)
+    return Allowed(signed=signed, as_json=options.json)
 
 
 class _BadOption(Exception):
@@ -80,9 +108,8 @@ class _Options:
         self.json = json
 
 
-def _raw_key(request: web.Request) -> str:
-    """Return the still-encoded path after MEDIA_ROUTE + '/', so the key is decoded exactly once."""
-    route = request.app[state.SETTINGS].media_route
+def _raw_key(request: web.Request, route: str) -> str:
+    """Return the still-encoded path after `route` + '/', so the key is decoded exactly once."""
     path = urlsplit(request.raw_path).path
 
     if path == route:
@@ -92,7 +119,7 @@ def _raw_key(request: web.Request) -> str:
     return path[len(route) + 1 :]
 
 
-def _read_options(request: web.Request) -> _Options:
+def _read_options(request: web.Request, same_origin: bool) -> _Options:
     query = request.query
 
     download = query.get("download")
@@ -102,6 +129,10 @@ def _read_options(request: web.Request) -> _Options:
     output_format = query.get("format")
     if output_format not in (None, "json"):
         raise _BadOption(f"Unknown format {output_format[:50]!r}; use format=json or leave it out.")
+    if same_origin and output_format == "json":
+        raise _BadOption("format=json is not available here: this server sends the file itself; leave format out.")
+    if same_origin:
+        return _Options(download=download, json=False)
 
     accept = request.headers.get("Accept", "")
     wants_json = output_format == "json" or (accepts(accept, "application/json") and not accepts(accept, "text/html"))
@@ -116,10 +147,15 @@ def _disposition(media: MediaObject, download: str | None) -> str | None:
     return content_disposition("attachment", name)
 
 
-def _allowed(signed: SignedUrl, as_json: bool) -> web.Response:
+def signed_url_headers(signed: SignedUrl) -> dict[str, str]:
+    """Return the cache headers for a response that is valid only as long as `signed` is."""
     remaining = int((signed.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds())
     margin = max(1, min(MAX_AGE_MARGIN, remaining // 10))
-    headers = media_headers(private_max_age(remaining - margin))
+    return media_headers(private_max_age(remaining - margin))
+
+
+def _allowed(signed: SignedUrl, as_json: bool) -> web.Response:
+    headers = signed_url_headers(signed)
 
     if as_json:
         expires_at = signed.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -129,9 +165,9 @@ def _allowed(signed: SignedUrl, as_json: bool) -> web.Response:
     return web.Response(status=302, headers=headers)
 
 
-def _unauthenticated(request: web.Request) -> web.Response:
+def _unauthenticated(request: web.Request, login_redirect: bool) -> web.Response:
     login_url = request.app[state.SETTINGS].login_url
-    if login_url and accepts(request.headers.get("Accept", ""), "text/html"):
+    if login_redirect and login_url and accepts(request.headers.get("Accept", ""), "text/html"):
         separator = "&" if "?" in login_url else "?"
         location = f"{login_url}{separator}next={quote(_next_path(request), safe='/')}"
         return web.Response(status=302, headers={**media_headers(), "Location": location})
@@ -152,7 +188,7 @@ def _next_path(request: web.Request) -> str:
     return f"{path}?{target.query}" if target.query else path
 
 
-def _method_not_allowed(method: str) -> web.Response:
+def method_not_allowed(method: str) -> web.Response:
     headers = {**media_headers(), "Allow": ALLOWED_METHODS}
     return json_error(405, "method_not_allowed", f"{method[:20]} is not allowed here; use GET or HEAD.", headers)
 
