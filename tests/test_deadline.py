@@ -83,3 +83,21 @@ async def test_pool_waiting_visible_in_metrics(gateway, db, postgres, token):
     assert metric_value(exposition, "gateway_db_pool_in_use") == 10
     assert metric_value(exposition, "gateway_db_pool_waiting") == 2
     assert {response.status for response in responses} <= {302, 503}
+
+
+async def test_sleeping_ownership_query_answers_503(start_gateway, db, token):
+    client = await start_gateway(
+        OWNERSHIP_QUERY="SELECT owner_id FROM media_objects, pg_sleep(30) AS nap WHERE key = $1"
+    )
+    await db.execute("INSERT INTO media_objects (key, owner_id) VALUES ('a.jpg', 'alice')")
+
+    started = time.monotonic()
+    response = await client.get("/media/a.jpg", headers=bearer(token("alice")), allow_redirects=False)
+    elapsed = time.monotonic() - started
+    body = await response.json()
+    exposition = await scrape(client)
+
+    assert response.status == 503
+    assert body["error"] == "unavailable"
+    assert elapsed < 10
+    assert metric_value(exposition, "gateway_errors_total", kind="postgres_unavailable") == 1
