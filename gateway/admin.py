@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime
+import re
 import sys
 from contextlib import AsyncExitStack
 from importlib import resources
@@ -17,6 +18,10 @@ from .sessions.django import inspect_tables
 from .settings import Settings
 
 CHECK_TIMEOUT = 5.0
+
+# A media type as HTTP defines it: type/subtype, then optional "; name=value" parameters.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}([ \t]*;[ \t]*{_TOKEN}=({_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*')
 
 
 def schema_sql() -> str:
@@ -55,6 +60,11 @@ async def add_object(
 ) -> None:
     validate_key(key)
     _require_text("--owner", owner_id)
+    if content_type is not None and not _MEDIA_TYPE.fullmatch(content_type):
+        raise UsageError(
+            f"--content-type {content_type!r} is not a media type; use type/subtype such as video/mp4 "
+            "or text/plain; charset=utf-8"
+        )
 
     connection = await connect(settings)
     try:
@@ -81,7 +91,7 @@ async def add_object(
 
 async def grant(settings: Settings, key: str, grantee_id: str, expires: str | None) -> None:
     _require_text("--to", grantee_id)
-    expires_at = parse_expiry(expires) if expires else None
+    expires_at = parse_expiry(expires) if expires is not None else None
 
     connection = await connect(settings)
     try:

@@ -47,8 +47,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post(settings.media_route + "/uploads", handle_create_upload)
     app.router.add_post(settings.media_route + "/uploads/{key:.+}/complete", handle_complete_upload)
     app.router.add_route("*", settings.media_route, handle_media)
-    app.router.add_route("*", settings.media_route + "/{tail:.*}", handle_media)
-    app.router.add_route("*", AUTH_ROUTE_PREFIX + settings.media_route + "/{tail:.*}", handle_media_auth)
+    # [\s\S] and not ".": a key with a percent-encoded line break must reach the handler's 400.
+    app.router.add_route("*", settings.media_route + r"/{tail:[\s\S]*}", handle_media)
+    app.router.add_route("*", AUTH_ROUTE_PREFIX + settings.media_route + r"/{tail:[\s\S]*}", handle_media_auth)
     return app
 
 

@@ -2,8 +2,10 @@
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,7 @@ from cryptography.fernet import Fernet
 
 from . import admin
 from .errors import ConfigError, GatewayError
+from .sessions.cookie import MAX_USER_ID_LENGTH
 from .settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="session_command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     issue = session.add_parser("issue", help="print a session token (cookie value and bearer token) for a user")
-    issue.add_argument("--user", required=True, metavar="ID", help="the backend's user id")
+    issue.add_argument("--user", required=True, type=_user_id, metavar="ID", help="the backend's user id")
 
     objects = commands.add_parser("objects", help="register and share objects").add_subparsers(
         dest="objects_command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -177,9 +180,36 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)
 
     log.info("starting media-gateway", extra={"host": host, "port": port, "route": settings.media_route})
-    asyncio.run(serve(app, host, port))
+    try:
+        asyncio.run(serve(app, host, port))
+    except OSError as error:
+        if not _is_listen_error(error):
+            raise
+        reason = error.strerror if isinstance(error, socket.gaierror) else os.strerror(error.errno)
+        raise GatewayError(
+            f"cannot listen on {host}:{port} ({reason}); "
+            "choose a free port with --port or $PORT, or an address of this machine with --host"
+        ) from None
     log.info("media-gateway stopped")
     return 0
+
+
+def _is_listen_error(error: OSError) -> bool:
+    return isinstance(error, socket.gaierror) or error.errno in (
+        errno.EADDRINUSE,
+        errno.EADDRNOTAVAIL,
+        errno.EACCES,
+    )
+
+
+def _user_id(value: str) -> str:
+    """Reject ids the gateway would not accept from a token, so no useless token is printed."""
+    if not value.strip() or len(value) > MAX_USER_ID_LENGTH or not value.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"invalid user id {value[:40]!r}; "
+            f"give the backend's user id as 1 to {MAX_USER_ID_LENGTH} printable characters"
+        )
+    return value
 
 
 def _port(value: str) -> int:

@@ -106,6 +106,17 @@ def _timestamp(record: logging.LogRecord) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def quiet_signing_loggers() -> None:
+    """Keep botocore's loggers at INFO or above, whatever the root logger's level.
+
+    At DEBUG, botocore logs the canonical request, the string to sign and the
+    signature of every request and presigned URL it signs.
+    """
+    for name in ("botocore", "aiobotocore"):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logger.level))
+
+
 def configure_logging(level: str, log_format: str = "logfmt") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())

@@ -10,6 +10,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import BackendUnavailable, ConfigError
+from .logs import quiet_signing_loggers
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def _config(settings: Settings) -> AioConfig:
 
 async def open_clients(settings: Settings, stack: AsyncExitStack, session: AioSession | None = None) -> S3Clients:
     """Open the S3 clients inside `stack`, which closes them."""
+    quiet_signing_loggers()
     session = session or get_session()
     await require_credentials(session)
 
@@ -72,7 +74,7 @@ def _log_retry(request, operation_name: str, **_) -> None:
     """Log each S3 call that botocore sends again; presigning creates requests without a retry count."""
     attempt = request.context.get("retries", {}).get("attempt", 1)
     if attempt > 1:
-        log.warning("retrying an S3 request", extra={"operation": operation_name, "attempt": attempt})
+        log.info("retrying an S3 request", extra={"operation": operation_name, "attempt": attempt})
 
 
 class Presigner:

@@ -3,7 +3,7 @@
 import ipaddress
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.fernet import Fernet
@@ -39,7 +39,8 @@ ForwardedNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | 
 @dataclass(frozen=True)
 class Settings:
     port: int
-    database_url: str | None
+    # Secrets stay out of repr(), so logging a Settings object leaks nothing.
+    database_url: str | None = field(repr=False)
     database_statement_cache_size: int | None
     s3_bucket: str | None
     s3_region: str
@@ -49,13 +50,13 @@ class Settings:
     media_route: str
     media_prefix: str
     media_url_ttl: int
-    session_secrets: tuple[bytes, ...]
+    session_secrets: tuple[bytes, ...] = field(repr=False)
     session_cookie_name: str
     session_max_age: int
     login_url: str | None
     session_backend: str
     django_session_cookie_name: str
-    django_secret_keys: tuple[str, ...]  # The first is SECRET_KEY, the rest SECRET_KEY_FALLBACKS.
+    django_secret_keys: tuple[str, ...] = field(repr=False)  # SECRET_KEY, then SECRET_KEY_FALLBACKS.
     django_user_table: tuple[str, ...]  # Schema-qualified names have two parts.
     ownership_query: str | None
     upload_max_bytes: int
@@ -65,8 +66,8 @@ class Settings:
     # An nginx location: when set, allowed media requests get X-Accel-Redirect instead of a 302.
     accel_redirect_location: str | None = None
     log_format: str = "logfmt"
-    request_timeout: int = DEFAULT_REQUEST_TIMEOUT  # Seconds before a request is answered 503.
-    metrics_token: str | None = None  # Bearer token that GET /metrics requires, when set.
+    request_timeout: int = DEFAULT_REQUEST_TIMEOUT  # Seconds before a request gets a 503.
+    metrics_token: str | None = field(default=None, repr=False)  # Bearer token that GET /metrics requires.
 
     @property
     def signing_endpoint_url(self) -> str | None:
@@ -311,6 +312,12 @@ class _Environment:
         raw = self.get(name)
         if raw is None:
             return None
+
+        # Browsers read a backslash as a slash, so "/\\host" would leave the site like "//host".
+        if "\\" in raw or any(char.isspace() or not char.isprintable() for char in raw):
+            raise ConfigError(
+                name, f"invalid URL {raw!r}: it contains a backslash, a space or a control character; remove it"
+            )
 
         parts = urlsplit(raw)
         is_absolute = parts.scheme in ("http", "https") and bool(parts.hostname)

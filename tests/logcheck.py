@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.logs import record_fields
+from gateway.logs import logfmt_value, record_fields
 
 from .conftest import SECRET_KEY, SESSION_SECRET
 
@@ -20,18 +20,21 @@ def find_credentials(text: str) -> list[str]:
     return CREDENTIAL.findall(text)
 
 
-class _RawCapture(logging.Handler):
-    """Keep each record's message, fields and traceback exactly as the code produced them."""
+def raw_record_text(record: logging.LogRecord) -> str:
+    """Return a record's message, `key=value` fields and traceback as the code produced them, unredacted."""
+    parts = [record.getMessage(), *(f"{name}={logfmt_value(value)}" for name, value in record_fields(record).items())]
+    if record.exc_info:
+        parts.append(logging.Formatter().formatException(record.exc_info))
+    return " ".join(parts)
 
+
+class _RawCapture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        parts = [record.getMessage(), *(f"{name}={value}" for name, value in record_fields(record).items())]
-        if record.exc_info:
-            parts.append(logging.Formatter().formatException(record.exc_info))
-        self.lines.append(" ".join(parts))
+        self.lines.append(raw_record_text(record))
 
 
 @pytest.fixture(autouse=True)

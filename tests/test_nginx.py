@@ -17,10 +17,10 @@ from gateway.app import create_app
 from gateway.logs import LogfmtFormatter
 from gateway.settings import load_settings
 
-from .conftest import BUCKET, SECRET_KEY
+from .conftest import ACCESS_KEY, BUCKET, SECRET_KEY
 from .nginx import DEPLOY_CONF, MODES, Nginx, NginxError, find_nginx, render_site
+from .s3_front import checking_s3_front
 from .servers import free_port
-from .sigv4 import checking_s3_front
 
 ACCEL_LOCATION = "@media_s3"
 OWNER = "owner-1"
@@ -61,7 +61,7 @@ async def start_stack(gateway_env, db, s3, moto, tmp_path: Path, nginx_binary: s
     proxies: list[Nginx] = []
 
     async def start(mode: str, **overrides: str) -> Stack:
-        s3_port = await _serve(checking_s3_front(moto.endpoint_url, SECRET_KEY), runners)
+        s3_port = await _serve(checking_s3_front(moto.endpoint_url, ACCESS_KEY, SECRET_KEY), runners)
         s3_url = f"http://127.0.0.1:{s3_port}"
 
         env = {**gateway_env, "FORWARDED_ALLOW_IPS": "127.0.0.1", "S3_PUBLIC_ENDPOINT_URL": s3_url, **overrides}
@@ -191,7 +191,7 @@ async def test_redirect_mode_keeps_cache_headers(start_stack, token):
     assert status == 302
     assert len(headers.getall("Cache-Control")) == 1
     assert PRIVATE_MAX_AGE.fullmatch(headers["Cache-Control"])
-    assert headers.getall("Vary") == ["Cookie, Authorization"]
+    assert headers.getall("Vary") == ["Cookie, Authorization, Accept"]
 
 
 async def test_redirect_mode_other_user_gets_403(start_stack, token):
@@ -242,7 +242,7 @@ async def test_accel_mode_keeps_gateway_cache_headers(start_stack, token):
     assert status == 200
     assert len(headers.getall("Cache-Control")) == 1
     assert PRIVATE_MAX_AGE.fullmatch(headers["Cache-Control"])
-    assert headers.getall("Vary") == ["Cookie, Authorization"]
+    assert headers.getall("Vary") == ["Cookie, Authorization, Accept"]
 
 
 async def test_accel_mode_with_bearer_token(start_stack, token):
@@ -341,7 +341,7 @@ async def test_auth_request_mode_owner_gets_file(start_stack, token):
     assert "X-Media-Url" not in headers
     assert len(headers.getall("Cache-Control")) == 1
     assert PRIVATE_MAX_AGE.fullmatch(headers["Cache-Control"])
-    assert headers.getall("Vary") == ["Cookie, Authorization"]
+    assert headers.getall("Vary") == ["Cookie, Authorization, Accept"]
 
 
 async def test_auth_request_mode_range_request(start_stack, token):

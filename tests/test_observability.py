@@ -126,6 +126,12 @@ def test_settings_metrics_token_not_in_error():
     assert "secret zzz" not in str(raised.value)
 
 
+def test_settings_repr_hides_metrics_token():
+    settings = load_settings({"METRICS_TOKEN": "metrics-token-0123456789abcdef"})
+
+    assert "metrics-token-0123456789abcdef" not in repr(settings)
+
+
 def test_settings_accept_heroku_url_and_defaults():
     settings = load_settings({"DATABASE_URL": "postgres://u:p@host:5432/d?sslmode=require"})
 

@@ -15,7 +15,7 @@ from ..errors import BackendUnavailable, MalformedKey
 from ..keys import parse_key
 from ..observability import record_decision, record_error
 from ..ownership import MediaObject
-from ..responses import json_error, media_headers, private_max_age
+from ..responses import MEDIA_VARY, json_error, media_headers, private_max_age
 from ..s3 import SignedUrl
 from ..sessions.cookie import bearer_token
 
@@ -151,7 +151,10 @@ def signed_url_headers(signed: SignedUrl) -> dict[str, str]:
     """Return the cache headers for a response that is valid only as long as `signed` is."""
     remaining = int((signed.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds())
     margin = max(1, min(MAX_AGE_MARGIN, remaining // 10))
-    return media_headers(private_max_age(remaining - margin))
+    headers = media_headers(private_max_age(remaining - margin))
+    # The Accept header picks JSON or the redirect, so a browser cache must not reuse one for the other.
+    headers["Vary"] = f"{MEDIA_VARY}, Accept"
+    return headers
 
 
 def _allowed(signed: SignedUrl, as_json: bool) -> web.Response:

@@ -6,6 +6,7 @@ It arrives as the session cookie or as `Authorization: Bearer <token>`.
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 
@@ -40,7 +41,7 @@ class CookieSessionBackend:
 
         created = payload.get("created")
         session = payload.get("session")
-        if not isinstance(created, int | float) or isinstance(created, bool) or not isinstance(session, dict):
+        if not _is_timestamp(created) or not isinstance(session, dict):
             log.info("session token rejected: no 'created' time or 'session' object")
             return None
 
@@ -84,6 +85,11 @@ def bearer_token(request: web.Request) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
+
+
+def _is_timestamp(value: object) -> bool:
+    # json.loads accepts NaN, which compares false both ways and would make a token that never expires.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _user_id(value: object) -> str | None:
