@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-django lint bench clean
+.PHONY: install demo test test-faults test-django lint bench clean
 
 install: $(STAMP)
 
@@ -18,7 +18,11 @@ demo: install
 	$(BIN)/media-gateway demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not faults"
+
+# Stops, pauses and replaces PostgreSQL servers of its own; needs Debian's pgbouncer and postgresql.
+test-faults: install
+	$(BIN)/python -m pytest -m faults
 
 # The Django drop-in tests against another Django release, in a venv of its own:
 # `make test-django DJANGO=4.2`. A release that needs a newer Python than $(PYTHON)

@@ -176,8 +176,8 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     from .logs import configure_logging
     from .workers import serve
 
-    configure_logging(settings.log_level)
-    log.info("starting media-gateway on %s:%d (route %s)", host, port, settings.media_route)
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("starting media-gateway", extra={"host": host, "port": port, "route": settings.media_route})
     try:
         code = serve(settings, host, port)
     except OSError as error:

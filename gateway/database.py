@@ -16,11 +16,33 @@ CONNECT_TIMEOUT = 2.0
 ACQUIRE_TIMEOUT = 2.0
 QUERY_TIMEOUT = 3.0
 POOL_MAX_SIZE = 10
+# Part of the 10 s the platform allows between SIGTERM and SIGKILL.
+CLOSE_TIMEOUT = 2.0
+RELEASE_TIMEOUT = 1.0
 
 T = TypeVar("T")
 
+# Requests waiting in pool.acquire(), per pool; asyncpg does not expose this count.
+_waiting: dict[asyncpg.Pool, int] = {}
+
+# A pooled connection that the server dropped (restart, failover, idle kill) fails on its next use with
+# one of these. A read-only query is safe to run again on a fresh connection. The tests saw asyncpg 0.32
+# raise InternalClientError ("another operation is in progress") on a pooled connection while the
+# server shut down.
+LOST_CONNECTION_ERRORS = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+    ConnectionResetError,
+)
+
+# Raised when PgBouncer in transaction mode runs a statement on another server connection than
+# the one it was prepared on, which happens unless DATABASE_STATEMENT_CACHE_SIZE is 0.
+PREPARED_STATEMENT_ERRORS = (asyncpg.InvalidSQLStatementNameError, asyncpg.DuplicatePreparedStatementError)
+
 # Raised when the server is down, hung, restarting or refuses the connection.
 UNAVAILABLE_ERRORS = (
+    *LOST_CONNECTION_ERRORS,
     OSError,
     asyncio.TimeoutError,
     asyncpg.InterfaceError,
@@ -58,27 +80,70 @@ async def _skip_session_reset(connection: asyncpg.Connection) -> None:
     """
 
 
-async def run(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run `query` on a pooled connection, turning outages into BackendUnavailable."""
+async def run(
+    pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]], *, read_only: bool = False
+) -> T:
+    """Run `query` on a pooled connection, turning outages into BackendUnavailable.
+
+    A `read_only` query that fails because its pooled connection was already dead is retried once.
+    """
     try:
         async with asyncio.timeout(ACQUIRE_TIMEOUT + QUERY_TIMEOUT):
-            # pool.acquire(timeout=...) wraps each acquisition in a new task (asyncio.wait_for); this block does not.
-            async with asyncio.timeout(ACQUIRE_TIMEOUT):
-                await _turns(pool).acquire()
-                try:
-                    connection = await pool.acquire()
-                except BaseException:
-                    _turns(pool).release()
-                    raise
             try:
-                return await query(connection)
-            finally:
-                try:
-                    await pool.release(connection)
-                finally:
-                    _turns(pool).release()
+                return await _run_once(pool, query)
+            except LOST_CONNECTION_ERRORS as error:
+                if not read_only:
+                    raise
+                log.info("retrying a read on a new connection after a lost one", extra={"reason": _describe(error)})
+                return await _run_once(pool, query)
     except UNAVAILABLE_ERRORS as error:
         raise BackendUnavailable("postgres", _describe(error)) from error
+    except PREPARED_STATEMENT_ERRORS as error:
+        raise BackendUnavailable(
+            "postgres",
+            f"{type(error).__name__}: named prepared statements fail behind a pooler in transaction mode; "
+            "set DATABASE_STATEMENT_CACHE_SIZE=0",
+        ) from error
+
+
+async def _run_once(pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    _waiting[pool] = _waiting.get(pool, 0) + 1
+    try:
+        # pool.acquire(timeout=...) wraps each acquisition in a new task (asyncio.wait_for); this block does not.
+        async with asyncio.timeout(ACQUIRE_TIMEOUT):
+            await _turns(pool).acquire()
+            try:
+                connection = await pool.acquire()
+            except BaseException:
+                _turns(pool).release()
+                raise
+    finally:
+        _waiting[pool] = _waiting.get(pool, 1) - 1
+
+    try:
+        return await query(connection)
+    finally:
+        try:
+            await _release(pool, connection)
+        finally:
+            _turns(pool).release()
+
+
+async def _release(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
+    """Return `connection` to the pool; one that fails to reset is closed there and only logged here.
+
+    After a timed-out query the reset waits on the server, so a short budget bounds what a hung
+    server costs the caller. A failed reset must not hide the query's own result or error.
+    """
+    try:
+        await pool.release(connection, timeout=RELEASE_TIMEOUT)
+    except UNAVAILABLE_ERRORS as error:
+        log.info("closed a pooled connection that failed to reset", extra={"reason": _describe(error)})
+
+
+def waiting(pool: asyncpg.Pool) -> int:
+    """Return how many callers are waiting for a connection from `pool`."""
+    return _waiting.get(pool, 0)
 
 
 # Requests wait here in arrival order before they reach the pool: since Python 3.11.1 a Semaphore lets no
@@ -102,9 +167,10 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()[:200]
 
 
-async def close_pool(pool: asyncpg.Pool, timeout: float = 3.0) -> None:
+async def close_pool(pool: asyncpg.Pool, timeout: float = CLOSE_TIMEOUT) -> None:
     """Close the pool, terminating connections that do not close within `timeout` seconds."""
     _waiting_lines.pop(id(pool), None)
+    _waiting.pop(pool, None)
     try:
         await asyncio.wait_for(pool.close(), timeout)
     except (TimeoutError, *UNAVAILABLE_ERRORS):

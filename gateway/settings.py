@@ -4,7 +4,7 @@ import ipaddress
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -26,6 +26,11 @@ DEFAULT_UPLOAD_CONTENT_TYPES = "image/*,video/*,audio/*,application/pdf,text/pla
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 SESSION_BACKENDS = ("cookie", "django")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("logfmt", "json")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_REQUEST_TIMEOUT = 10
+# The platform's router cuts a request off after 30 s, so the gateway must answer before that.
+MAX_REQUEST_TIMEOUT = 25
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -70,6 +75,9 @@ class Settings:
     decision_cache_size: int = 0
     decision_cache_ttl: int = 60
     web_concurrency: int = 1
+    log_format: str = "logfmt"
+    request_timeout: int = DEFAULT_REQUEST_TIMEOUT  # Seconds before a request gets a 503.
+    metrics_token: str | None = field(default=None, repr=False)  # Bearer token that GET /metrics requires.
 
     @property
     def signing_endpoint_url(self) -> str | None:
@@ -107,6 +115,11 @@ def load_settings(environ: Mapping[str, str], require: Collection[str] = ()) -> 
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
         accel_redirect_location=env.accel_location("ACCEL_REDIRECT_LOCATION"),
         **_performance_settings(env),
+        log_format=env.choice("LOG_FORMAT", LOG_FORMATS, "logfmt"),
+        request_timeout=env.integer(
+            "REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT, minimum=1, maximum=MAX_REQUEST_TIMEOUT
+        ),
+        metrics_token=env.token("METRICS_TOKEN"),
     )
 
     for variable in require:
@@ -192,6 +205,25 @@ class _Environment:
         parts = urlsplit(raw)
         if parts.scheme not in ("postgres", "postgresql"):
             raise ConfigError(name, "invalid URL; use postgres://user:password@host:5432/dbname")
+
+        # The URL holds a password, so messages quote only the offending parameter.
+        for sslmode in parse_qs(parts.query).get("sslmode", []):
+            if sslmode not in SSL_MODES:
+                raise ConfigError(name, f"unknown sslmode {sslmode!r}; use one of {', '.join(SSL_MODES)}")
+        return raw
+
+    def token(self, name: str) -> str | None:
+        raw = self.get(name)
+        if raw is None:
+            return None
+
+        # The value is a secret, so the message does not quote it.
+        if len(raw) < 16 or not re.fullmatch(r"[\x21-\x7e]+", raw):
+            raise ConfigError(
+                name,
+                "invalid token; use at least 16 printable ASCII characters without spaces, "
+                "such as the output of `openssl rand -hex 32`",
+            )
         return raw
 
     def bucket(self, name: str) -> str | None:

@@ -16,14 +16,11 @@ import socket
 import time
 from multiprocessing.connection import wait
 
-from aiohttp import web
-
 from .errors import ConfigError
 from .settings import Settings
 
 log = logging.getLogger("gateway")
 
-SHUTDOWN_TIMEOUT = 8.0  # The platform sends SIGKILL 10 s after SIGTERM.
 STOP_DEADLINE = 9.5
 # A worker that exits sooner than this after its start is not restarted: it would fail again.
 MIN_WORKER_LIFETIME = 5.0
@@ -41,21 +38,13 @@ def serve(settings: Settings, host: str, port: int) -> int:
 def run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
     """Run the app in this process until SIGTERM or SIGINT; uses uvloop when it is installed."""
     from .app import create_app
+    from .server import serve as serve_app
 
     app = create_app(settings)
-    loop = new_event_loop()
-    log.info("worker %d serving on %s:%d with %s", os.getpid(), host, port, type(loop).__module__.split(".")[0])
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        reuse_port=reuse_port or None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-        loop=loop,
-    )
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        loop_name = type(runner.get_loop()).__module__.split(".")[0]
+        log.info("worker %d serving on %s:%d with %s", os.getpid(), host, port, loop_name)
+        runner.run(serve_app(app, host, port, reuse_port=reuse_port))
     log.info("worker %d stopped", os.getpid())
 
 

@@ -149,3 +149,7 @@ def django_site(postgres: Postgres, moto: MotoServer):
     site = DjangoSite(postgres.url, moto.endpoint_url, BUCKET, ACCESS_KEY, SECRET_KEY)
     yield site
     site.stop()
+
+
+# Checks every test's log records for credentials; imported last because it reads the secrets above.
+from .logcheck import no_credentials_in_logs  # noqa: E402, F401

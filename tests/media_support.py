@@ -3,6 +3,7 @@
 import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -30,6 +31,20 @@ class RawResponse:
     def max_age(self) -> int | None:
         match = re.search(r"max-age=(\d+)", self.headers.get("Cache-Control", ""))
         return int(match.group(1)) if match else None
+
+
+async def send_until_status(client, target: str, status: int, within: float = 1.0, **options) -> RawResponse:
+    """Resend `target` until it answers `status` or `within` seconds pass; return the last response.
+
+    A change to the tables reaches the decision cache through NOTIFY, so it may take
+    a moment (the contract allows 1 s) before an answer reflects it.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        response = await send(client, target, **options)
+        if response.status == status or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.02)
 
 
 async def send(

@@ -120,6 +120,8 @@ async def test_expired_grant_not_served_from_cache(start_gateway, db, token):
     await db.execute(
         "INSERT INTO media_grants (key, grantee_id, expires_at) VALUES ('brief.png', 'bob', $1)", expires_at
     )
+    # Let the insert's NOTIFY arrive first, so it cannot evict the entry the next request caches.
+    await asyncio.sleep(0.5)
     before = await client.get("/media/brief.png", headers=_bearer(token, "bob"), allow_redirects=False)
     cached_entries = len(cache)
 

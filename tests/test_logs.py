@@ -11,6 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from .conftest import SECRET_KEY, SESSION_SECRET
+from .logcheck import raw_record_text
 from .processes import KILL_AFTER_SECONDS, ServeProcess, process_env
 
 OWNER = "42"
@@ -144,8 +145,9 @@ class TestInProcess:
 
         # This fixture runs in the setup phase, and caplog.text only shows the current phase.
         records = caplog.get_records("setup")
-        text = "\n".join(caplog.handler.format(record) for record in records)
-        messages = [record.getMessage() for record in records if record.name == "gateway.request"]
+        # The request line keeps its fields on the record, so each line is shown with them.
+        text = "\n".join(f"{caplog.handler.format(record)} {raw_record_text(record)}" for record in records)
+        messages = [raw_record_text(record) for record in records if record.name == "gateway.request"]
         return Captured(text, messages, traffic)
 
     async def test_signatures_were_collected(self, captured):
@@ -199,7 +201,8 @@ class TestInProcess:
         client = await start_gateway()
 
         response = await client.get("/healthz")
-        line = REQUEST_LINE.search(caplog.text).groupdict()
+        text = "\n".join(raw_record_text(record) for record in caplog.records)
+        line = REQUEST_LINE.search(text).groupdict()
 
         assert line["request_id"] == response.headers["X-Request-ID"]
 
@@ -208,8 +211,9 @@ class TestInProcess:
         client = await start_gateway()
 
         await client.get("/healthz", headers={"X-Request-ID": "evil id\tinjected=1"})
+        text = "\n".join(raw_record_text(record) for record in caplog.records)
 
-        assert "injected" not in caplog.text
+        assert "injected" not in text
 
 
 class TestServeProcess:

@@ -14,6 +14,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.app import create_app
+from gateway.logs import LogfmtFormatter
 from gateway.settings import load_settings
 
 from .conftest import ACCESS_KEY, BUCKET, SECRET_KEY
@@ -131,7 +132,9 @@ async def _get(url: str, headers: dict[str, str] | None = None, method: str = "G
 
 
 def _request_log_line(caplog, request_id: str) -> str:
-    lines = [record.getMessage() for record in caplog.records if record.name == "gateway.request"]
+    # The request line keeps its fields on the record; the logfmt formatter writes them out.
+    formatter = LogfmtFormatter()
+    lines = [formatter.format(record) for record in caplog.records if record.name == "gateway.request"]
     matching = [line for line in lines if f"request_id={request_id} " in line]
     assert len(matching) == 1, f"expected one request line for {request_id}, got {lines}"
     return matching[0]

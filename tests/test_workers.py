@@ -38,7 +38,7 @@ def _wait_for_workers(log_file, count: int, timeout: float = 30.0) -> None:
 
 
 def _request_pids(log_text: str) -> set[str]:
-    return set(re.findall(r"\[(\d+)\] INFO gateway\.request method=GET path=/healthz", log_text))
+    return set(re.findall(r"pid=(\d+) logger=gateway\.request msg=request method=GET path=/healthz", log_text))
 
 
 def test_two_workers_serve_and_stop_on_sigterm(gateway_env):

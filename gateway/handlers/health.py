@@ -8,10 +8,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .. import state
+from ..logs import RateLimitedLog
+from ..observability import ERROR_LOG_INTERVAL
 
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT = 2.0
+
+_failure_log = RateLimitedLog(ERROR_LOG_INTERVAL)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -41,7 +45,17 @@ async def _timed(name: str, check: Callable[[], Awaitable[object]]) -> dict[str,
     except Exception as error:  # Any failure means not ready; the reason goes to the log and the body.
         latency = round((time.perf_counter() - started) * 1000, 1)
         reason = "timed out" if isinstance(error, TimeoutError) else type(error).__name__
-        log.warning("readiness check %s failed after %.1f ms: %s", name, latency, reason)
+        # A platform probes readiness every few seconds, so an outage would repeat this line each time.
+        _failure_log.log(
+            log,
+            logging.WARNING,
+            f"{name}:{reason}",
+            "readiness check %s failed after %.1f ms: %s",
+            name,
+            latency,
+            reason,
+            extra={"check": name},
+        )
         return {"status": "fail", "latency_ms": latency, "error": reason}
 
     return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}

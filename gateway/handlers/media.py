@@ -13,6 +13,7 @@ from ..accept import accepts
 from ..disposition import content_disposition
 from ..errors import BackendUnavailable, MalformedKey
 from ..keys import parse_key
+from ..observability import record_decision, record_error
 from ..ownership import MediaObject
 from ..responses import MEDIA_VARY, json_error, media_headers, private_max_age
 from ..s3 import SignedUrl
@@ -61,6 +62,7 @@ async def authorize(
         key = parse_key(_raw_key(request, route))
         options = _read_options(request, same_origin)
     except MalformedKey as error:
+        record_decision(request, "malformed")
         return json_error(400, "malformed_key", f"Invalid media key: {error}.", media_headers())
     except _BadOption as error:
         return json_error(400, "invalid_option", str(error), media_headers())
@@ -70,22 +72,29 @@ async def authorize(
         request[state.USER_ID] = user_id
         media = await request.app[state.OWNERSHIP].find(key, user_id)
     except BackendUnavailable as error:
-        log.warning("object lookup failed for request %s: %s", request.get(state.REQUEST_ID), error.reason)
+        record_error(request, "postgres_unavailable", error.reason)
         return _unavailable()
 
     if media is None or not media.readable_by(user_id):
         if user_id is None:
+            record_decision(request, "anonymous")
             return _unauthenticated(request, login_redirect)
+        record_decision(request, "denied")
         return json_error(
             403, "forbidden", "You may not read this object, or it does not exist.", media_headers()
         )
 
-    signed = await request.app[state.PRESIGNER].presign(
-        key,
-        request.method,
-        disposition=_disposition(media, options.download),
-        content_type=media.content_type,
-    )
+    record_decision(request, "allowed")
+    try:
+        signed = await request.app[state.PRESIGNER].presign(
+            key,
+            request.method,
+            disposition=_disposition(media, options.download),
+            content_type=media.content_type,
+        )
+    except BackendUnavailable as error:
+        record_error(request, "s3_signing", error.reason)
+        return _unavailable("The signing credentials are not available; try again in a few seconds.")
     return Allowed(signed=signed, as_json=options.json)
 
 
@@ -187,6 +196,6 @@ def method_not_allowed(method: str) -> web.Response:
     return json_error(405, "method_not_allowed", f"{method[:20]} is not allowed here; use GET or HEAD.", headers)
 
 
-def _unavailable() -> web.Response:
+def _unavailable(message: str = "The media database is not answering; try again in a few seconds.") -> web.Response:
     headers = {**media_headers(), "Retry-After": "2"}
-    return json_error(503, "unavailable", "The media database is not answering; try again in a few seconds.", headers)
+    return json_error(503, "unavailable", message, headers)

@@ -9,6 +9,7 @@ from aiohttp import web
 from .. import state
 from ..errors import BackendUnavailable, MalformedKey
 from ..keys import parse_key
+from ..observability import record_error
 from ..responses import json_error, media_headers
 from ..upload_store import find_upload, mark_ready, register_pending
 from ..uploads import (
@@ -177,7 +178,7 @@ def _unauthenticated() -> web.Response:
 
 
 def _unavailable(request: web.Request, error: BackendUnavailable) -> web.Response:
-    log.warning("upload request %s failed: %s", request.get(state.REQUEST_ID), error)
+    record_error(request, f"{error.backend}_unavailable", error.reason)
     headers = {**media_headers(), "Retry-After": "2"}
     return json_error(
         503, "unavailable", f"The {error.backend} backend is not answering; try again in a few seconds.", headers

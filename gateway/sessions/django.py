@@ -87,7 +87,9 @@ class DjangoSessionBackend:
             log.info("django session rejected: the %s cookie is not a session key", self._cookie_name)
             return None
 
-        return await database.run(self._pool, lambda connection: self._find_user(connection, session_key))
+        return await database.run(
+            self._pool, lambda connection: self._find_user(connection, session_key), read_only=True
+        )
 
     async def _find_user(self, connection: asyncpg.Connection, session_key: str) -> str | None:
         if self._users is None:

@@ -1,0 +1,73 @@
+"""Run the app until SIGTERM or SIGINT, then shut down inside the platform's 10 s grace period.
+
+On a signal the listening socket closes at once (new connections are refused), in-flight
+requests get at most DRAIN_TIMEOUT more seconds before they receive a 503, then the pool
+and the S3 clients close. SHUTDOWN_BUDGET caps the whole sequence even when PostgreSQL hangs.
+"""
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from .observability import DRAIN_TIMEOUT
+
+log = logging.getLogger("gateway")
+
+# The platform sends SIGKILL 10 s after SIGTERM; the rest is margin for the interpreter's exit.
+SHUTDOWN_BUDGET = 8.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# aiohttp's defaults (8190 bytes) reject a long URL or a large Cookie header in the parser, with a
+# plain-text 400. These limits let such requests reach the handlers, which return a JSON 4xx.
+# Anything larger still gets the parser's 400.
+MAX_LINE_SIZE = 32 * 1024
+MAX_FIELD_SIZE = 16 * 1024
+
+
+async def serve(app: web.Application, host: str, port: int, reuse_port: bool = False) -> None:
+    # Handlers go in before start-up, which may take seconds while PostgreSQL is down, and stay until
+    # the end, so a signal at any point starts (or repeats) a graceful stop rather than killing the process.
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, _on_signal, received, signum)
+
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=DRAIN_TIMEOUT + 1,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+    )
+    try:
+        await runner.setup()
+        try:
+            # With SO_REUSEPORT, several worker processes listen on the same port.
+            site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+            await site.start()
+            log.info("listening", extra={"host": host, "port": port})
+
+            stop_signal = await received
+            log.info("stopping", extra={"signal": stop_signal.name})
+        finally:
+            await _shut_down(runner)
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+def _on_signal(received: asyncio.Future, signum: signal.Signals) -> None:
+    if received.done():
+        log.info("already stopping", extra={"signal": signum.name})
+        return
+    received.set_result(signum)
+
+
+async def _shut_down(runner: web.AppRunner) -> None:
+    try:
+        async with asyncio.timeout(SHUTDOWN_BUDGET):
+            await runner.cleanup()
+    except TimeoutError:
+        log.warning("shutdown did not finish in time; exiting anyway", extra={"budget_s": SHUTDOWN_BUDGET})
