@@ -313,7 +313,8 @@ async def test_sigterm_exits_while_postgres_hangs(running_postgres, moto, tmp_pa
                         gateway.url + f"/media/f/{number}.jpg", headers=bearer(token("user0")), allow_redirects=False
                     )
                 )
-                for number in range(5)
+                # Not the warmed key: its decision is cached and needs no database.
+                for number in range(1, 6)
             ]
             await asyncio.sleep(0.5)
             signalled = time.monotonic()

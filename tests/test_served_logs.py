@@ -16,7 +16,7 @@ from .faultservers import ServedGateway, gateway_environment
 from .logcheck import find_credentials
 
 _VALUE = r'("([^"\\]|\\.)*"|\S+)'
-LOGFMT_LINE = re.compile(rf"^time=\S+ level=[a-z]+ logger=\S+ msg={_VALUE}( [a-z_]+={_VALUE})*$")
+LOGFMT_LINE = re.compile(rf"^time=\S+ level=[a-z]+ pid=\d+ logger=\S+ msg={_VALUE}( [a-z_]+={_VALUE})*$")
 
 
 async def _register(url: str) -> None:
