@@ -4,7 +4,7 @@ import ipaddress
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -202,7 +202,7 @@ class _Environment:
         if raw is None:
             return None
 
-        parts = urlsplit(raw)
+        parts = _split_url(name, raw, "postgres://user:password@host:5432/dbname", quote=False)
         if parts.scheme not in ("postgres", "postgresql"):
             raise ConfigError(name, "invalid URL; use postgres://user:password@host:5432/dbname")
 
@@ -252,7 +252,7 @@ class _Environment:
         if raw is None:
             return None
 
-        parts = urlsplit(raw)
+        parts = _split_url(name, raw, "http://127.0.0.1:9000")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(name, f"invalid URL {raw!r}; use an http:// or https:// URL such as http://127.0.0.1:9000")
         if parts.query or parts.fragment or parts.path not in ("", "/"):
@@ -349,7 +349,7 @@ class _Environment:
                 name, f"invalid URL {raw!r}: it contains a backslash, a space or a control character; remove it"
             )
 
-        parts = urlsplit(raw)
+        parts = _split_url(name, raw, "/accounts/login/")
         is_absolute = parts.scheme in ("http", "https") and bool(parts.hostname)
         is_path = not parts.scheme and not parts.netloc and raw.startswith("/") and not raw.startswith("//")
         if not (is_absolute or is_path) or parts.fragment:
@@ -384,3 +384,14 @@ class _Environment:
                 ) from None
         return tuple(networks)
 
+
+def _split_url(name: str, raw: str, example: str, quote: bool = True) -> SplitResult:
+    """Split `raw`, raising ConfigError for a malformed host or a port outside 0 to 65535."""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - reading the port is what validates it.
+    except ValueError as error:
+        # A database URL may hold a password, so it is quoted only when `quote` allows.
+        shown = f" {raw!r}" if quote else ""
+        raise ConfigError(name, f"invalid URL{shown} ({error}); use a URL such as {example}") from None
+    return parts

@@ -334,3 +334,22 @@ def test_settings_repr_hides_secrets():
     assert "db-password" not in text
     assert secret not in text
     assert "django-insecure-secret" not in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "postgres://gateway:db-password@[::1/media"),
+        ("DATABASE_URL", "postgres://gateway:db-password@127.0.0.1:99999/media"),
+        ("DATABASE_URL", "postgres://gateway:db-password@127.0.0.1:abc/media"),
+        ("S3_ENDPOINT_URL", "http://[::1"),
+        ("S3_PUBLIC_ENDPOINT_URL", "http://[zz]"),
+        ("LOGIN_URL", "http://[::1/login"),
+    ],
+)
+def test_malformed_url_names_variable(variable, value):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({variable: value})
+
+    assert raised.value.variable == variable
+    assert "db-password" not in str(raised.value)
