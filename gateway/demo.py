@@ -9,7 +9,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 from aiohttp import web
@@ -42,8 +42,24 @@ def run_demo(environ: Mapping[str, str], host: str, port: int | None) -> int:
 
     if not env.get("DATABASE_URL"):
         env["DATABASE_URL"] = _start_embedded_postgres()
+    else:
+        # Only host and database are logged: the URL may hold a password.
+        database = urlsplit(env["DATABASE_URL"])
+        log.warning(
+            "demo writes its rows to DATABASE_URL (host %s, database %s) and keeps them after it stops; "
+            "unset DATABASE_URL to use an embedded PostgreSQL",
+            database.hostname or "local socket",
+            database.path.lstrip("/") or "default",
+        )
     if not env.get("S3_ENDPOINT_URL") and not _has_real_credentials(env):
         env.update(_start_embedded_s3())
+    else:
+        log.warning(
+            "demo uploads its files to bucket %s at %s and keeps them after it stops; "
+            "unset S3_ENDPOINT_URL and the AWS credentials to use an embedded S3",
+            env.get("S3_BUCKET", "(S3_BUCKET unset)"),
+            env.get("S3_ENDPOINT_URL", "AWS"),
+        )
     if not env.get("SESSION_SECRET"):
         env["SESSION_SECRET"] = Fernet.generate_key().decode("ascii")
     if not env.get("S3_BUCKET"):
