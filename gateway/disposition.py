@@ -10,7 +10,7 @@ def content_disposition(kind: str, filename: str) -> str:
     """Build `kind; filename="fallback"; filename*=UTF-8''encoded`.
 
     The fallback keeps printable ASCII only, so no quote, backslash, percent
-    sign or line break can end the parameter or inject a header; the encoded
+    sign or line break can end the parameter or inject a header. The encoded
     form carries the exact name and decodes back to it.
     """
     fallback = "".join(_fallback_char(char) for char in filename)

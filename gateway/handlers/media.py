@@ -1,4 +1,4 @@
-"""GET and HEAD on MEDIA_ROUTE/{key}: authenticate, look up, decide, sign, answer."""
+"""GET and HEAD on MEDIA_ROUTE/{key}: authenticate, look up, decide, sign, respond."""
 
 import datetime
 import logging
