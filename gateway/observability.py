@@ -2,12 +2,12 @@
 
 import asyncio
 import logging
-import time
+from collections.abc import Awaitable
 
 from aiohttp import web
 
 from . import state
-from .logs import RateLimitedLog, current_request_id
+from .logs import RateLimitedLog
 from .metrics import METRICS, Metrics, handle_metrics
 from .responses import json_error, media_headers
 
@@ -44,7 +44,7 @@ def setup(app: web.Application) -> None:
 def record_decision(request: web.Request, decision: str) -> None:
     request[DECISION] = decision
     if METRICS in request.app:
-        request.app[METRICS].decisions.labels(decision).inc()
+        request.app[METRICS].count_decision(decision)
 
 
 def record_error(
@@ -53,7 +53,7 @@ def record_error(
     """Count a handled error, tag the request line with it and log it, rate-limited per kind and reason."""
     request[ERROR_KIND] = kind
     if METRICS in request.app:
-        request.app[METRICS].errors.labels(kind).inc()
+        request.app[METRICS].count_error(kind)
 
     request.app.get(ERROR_LOG, _fallback_error_log).log(
         error_log,
@@ -67,34 +67,25 @@ def record_error(
     )
 
 
-@web.middleware
-async def request_log_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Write one line per request and count it by route and status."""
-    started = time.perf_counter()
-    status = 500
-    context = current_request_id.set(request.get(state.REQUEST_ID))
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        duration = time.perf_counter() - started
-        _count(request, status, duration)
+def log_request(request: web.Request, status: int, duration: float) -> None:
+    """Count the request by route and status and write its line."""
+    metrics: Metrics | None = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.count(_route_label(request), request.method, status, duration)
+    if log.isEnabledFor(logging.INFO):
         log.info("request", extra=_request_fields(request, status, duration))
-        current_request_id.reset(context)
 
 
-@web.middleware
-async def deadline_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Return a 503 when a request runs past REQUEST_TIMEOUT, well before the router's 30 s cut-off."""
+async def within_deadline(
+    request: web.Request, seconds: float, answer: Awaitable[web.StreamResponse]
+) -> web.StreamResponse:
+    """Await `answer`, or return a 503 when it runs past REQUEST_TIMEOUT, well before the router's 30 s cut-off."""
     deadlines: set[asyncio.Timeout] = request.app[DEADLINES]
-    seconds = request.app[state.SETTINGS].request_timeout
-
     try:
         async with asyncio.timeout(seconds) as deadline:
             deadlines.add(deadline)
             try:
-                return await handler(request)
+                return await answer
             finally:
                 deadlines.discard(deadline)
     except TimeoutError:
@@ -122,17 +113,6 @@ async def _shorten_deadlines(app: web.Application) -> None:
 async def _watch_pool(app: web.Application) -> None:
     if state.POOL in app:
         app[METRICS].watch_pool(app[state.POOL])
-
-
-def _count(request: web.Request, status: int, duration: float) -> None:
-    metrics: Metrics | None = request.app.get(METRICS)
-    if metrics is None:
-        return
-
-    route = _route_label(request)
-    method = request.method if request.method in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS") else "other"
-    metrics.requests.labels(route, method, str(status)).inc()
-    metrics.latency.labels(route).observe(duration)
 
 
 def _route_label(request: web.Request) -> str:
