@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from . import state
+from .deadlines import Deadlines
 from .logs import RateLimitedLog
 from .metrics import METRICS, Metrics, handle_metrics
 from .responses import json_error, media_headers
@@ -16,7 +17,7 @@ error_log = logging.getLogger("gateway.errors")
 
 DECISION = web.RequestKey("decision", str)
 ERROR_KIND = web.RequestKey("error_kind", str)
-DEADLINES = web.AppKey("deadlines", set)
+DEADLINES = web.AppKey("deadlines", Deadlines)
 ERROR_LOG = web.AppKey("error_log", RateLimitedLog)
 
 MAX_LOGGED_PATH = 300
@@ -34,7 +35,7 @@ _fallback_error_log = RateLimitedLog(ERROR_LOG_INTERVAL)
 def setup(app: web.Application) -> None:
     """Register the metrics, the /metrics route and the shutdown hook on `app`."""
     app[METRICS] = Metrics()
-    app[DEADLINES] = set()
+    app[DEADLINES] = Deadlines()
     app[ERROR_LOG] = RateLimitedLog(ERROR_LOG_INTERVAL)
     app.on_startup.append(_watch_pool)
     app.on_shutdown.append(_shorten_deadlines)
@@ -80,17 +81,15 @@ async def within_deadline(
     request: web.Request, seconds: float, answer: Awaitable[web.StreamResponse]
 ) -> web.StreamResponse:
     """Await `answer`, or return a 503 when it runs past REQUEST_TIMEOUT, well before the router's 30 s cut-off."""
-    deadlines: set[asyncio.Timeout] = request.app[DEADLINES]
+    deadlines = request.app[DEADLINES]
+    deadline = deadlines.start(seconds)
     try:
-        async with asyncio.timeout(seconds) as deadline:
-            deadlines.add(deadline)
-            try:
-                return await answer
-            finally:
-                deadlines.discard(deadline)
-    except TimeoutError:
-        if not deadline.expired():
+        return await answer
+    except asyncio.CancelledError:
+        if not deadline.interrupted():
             raise
+    finally:
+        deadlines.finish(deadline)
 
     record_error(request, "deadline", f"no answer within {seconds} s")
     headers = {**media_headers(), "Retry-After": "2"}
@@ -98,16 +97,11 @@ async def within_deadline(
 
 
 async def _shorten_deadlines(app: web.Application) -> None:
-    deadlines: set[asyncio.Timeout] = app[DEADLINES]
+    deadlines = app[DEADLINES]
     logging.getLogger("gateway").info(
         "draining in-flight requests", extra={"in_flight": len(deadlines), "drain_timeout_s": DRAIN_TIMEOUT}
     )
-
-    latest = asyncio.get_running_loop().time() + DRAIN_TIMEOUT
-    for deadline in deadlines:
-        when = deadline.when()
-        if when is None or when > latest:
-            deadline.reschedule(latest)
+    deadlines.shorten(asyncio.get_running_loop().time() + DRAIN_TIMEOUT)
 
 
 async def _watch_pool(app: web.Application) -> None:
