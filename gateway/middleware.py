@@ -4,8 +4,8 @@ import functools
 import ipaddress
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from aiohttp import web
 
@@ -74,7 +74,8 @@ def _request_id(request: web.Request) -> str:
     request_id = request.headers.get("X-Request-ID", "")
     if _REQUEST_ID.match(request_id):
         return request_id
-    return uuid.uuid4().hex
+    # 32 hex digits like a uuid4's hex, without building a UUID object.
+    return secrets.token_hex(16)
 
 
 async def _answer_errors(request: web.Request, handler) -> web.StreamResponse:
