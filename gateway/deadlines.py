@@ -1,8 +1,9 @@
 """Per-request deadlines enforced by one timer for all requests in flight.
 
-`asyncio.timeout` creates and cancels a timer handle per request, about 5 us here. The
-requests in flight share one timer instead, set for the earliest deadline; when it fires,
-every request past its deadline is cancelled, with the same cancel counting as asyncio.timeout.
+`asyncio.timeout` creates and cancels a timer handle per request, about 5 us on uvloop. The
+requests in flight share one timer instead, set for the earliest deadline. When it fires,
+every request past its deadline is cancelled, and cancellations are counted as asyncio.timeout
+counts them.
 """
 
 import asyncio

@@ -54,8 +54,8 @@ class Metrics:
         self._error_counters: dict[str, Counter] = {}
 
     def count(self, route: str, method: str, status: int, duration: float) -> None:
-        """Count one answered request and observe its duration."""
-        # Any token is a valid method, so the key holds the bounded label, never the method itself.
+        """Count one request by route, method and status, and observe its duration."""
+        # Any token is a valid method, so the key contains the bounded label, never the method itself.
         method = method if method in COUNTED_METHODS else "other"
         counter = self._request_counters.get((route, method, status))
         if counter is None:

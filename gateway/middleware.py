@@ -26,7 +26,7 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
     """Every request-wide concern in one coroutine, since each middleware layer costs CPU on every request.
 
     In order: trusted X-Forwarded-* headers, the request id, the request line and metrics,
-    the per-request deadline, and JSON answers for errors.
+    the per-request deadline, and JSON bodies for errors.
     """
     settings = request.app[state.SETTINGS]
     request = forwarded_request(request, settings.forwarded_allow_ips)
