@@ -11,7 +11,7 @@ from .handlers.auth import AUTH_ROUTE_PREFIX, handle_media_auth
 from .handlers.health import handle_healthz, handle_readyz
 from .handlers.media import handle_media
 from .handlers.uploads import handle_complete_upload, handle_create_upload
-from .middleware import error_middleware, forwarded_middleware, request_id_middleware
+from .middleware import gateway_middleware
 from .ownership import OwnershipSource, QueryOwnership, TableOwnership
 from .s3 import create_presigner, open_clients
 from .sessions import SessionBackend
@@ -24,13 +24,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[
-            forwarded_middleware,
-            request_id_middleware,
-            observability.request_log_middleware,
-            observability.deadline_middleware,
-            error_middleware,
-        ],
+        middlewares=[gateway_middleware],
         client_max_size=64 * 1024,
     )
     app[state.SETTINGS] = settings

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from . import database, state
 
 DECISIONS = ("allowed", "denied", "anonymous", "malformed")
+COUNTED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"))
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0)
 
 
@@ -45,8 +46,38 @@ class Metrics:
             ("kind",),
             registry=self.registry,
         )
-        for decision in DECISIONS:
-            self.decisions.labels(decision)
+        # labels() takes a lock and checks its arguments on every call; the children it returns are kept here.
+        # Routes are patterns and methods and statuses are few, so these stay small.
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
+        self._latencies: dict[str, Histogram] = {}
+        self._decision_counters = {decision: self.decisions.labels(decision) for decision in DECISIONS}
+        self._error_counters: dict[str, Counter] = {}
+
+    def count(self, route: str, method: str, status: int, duration: float) -> None:
+        """Count one request by route, method and status, and observe its duration."""
+        # Any token is a valid method, so the key contains the bounded label, never the method itself.
+        method = method if method in COUNTED_METHODS else "other"
+        counter = self._request_counters.get((route, method, status))
+        if counter is None:
+            counter = self._request_counters[route, method, status] = self.requests.labels(route, method, str(status))
+        counter.inc()
+
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = self.latency.labels(route)
+        latency.observe(duration)
+
+    def count_decision(self, decision: str) -> None:
+        counter = self._decision_counters.get(decision)
+        if counter is None:
+            counter = self._decision_counters[decision] = self.decisions.labels(decision)
+        counter.inc()
+
+    def count_error(self, kind: str) -> None:
+        counter = self._error_counters.get(kind)
+        if counter is None:
+            counter = self._error_counters[kind] = self.errors.labels(kind)
+        counter.inc()
 
     def watch_pool(self, pool: asyncpg.Pool) -> None:
         self.registry.register(_PoolCollector(pool))

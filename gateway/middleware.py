@@ -1,15 +1,17 @@
-"""Request-wide concerns: request ids, trusted proxy headers, JSON errors."""
+"""Request-wide concerns in one middleware: proxy headers, request ids, the request line, deadline, JSON errors."""
 
 import functools
 import ipaddress
 import logging
 import re
-import uuid
+import secrets
+import time
 
 from aiohttp import web
 
-from . import state
+from . import observability, state
 from .errors import BackendUnavailable
+from .logs import current_request_id
 from .observability import record_error
 from .responses import json_error, media_headers
 
@@ -20,24 +22,36 @@ _FORWARDED_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Reuse a well-formed X-Request-ID (Heroku's router sets one) or make one; echo it back."""
-    request_id = request.headers.get("X-Request-ID", "")
-    if not _REQUEST_ID.match(request_id):
-        request_id = uuid.uuid4().hex
+async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Every request-wide concern in one coroutine, since each middleware layer costs CPU on every request.
+
+    In order: trusted X-Forwarded-* headers, the request id, the request line and metrics,
+    the per-request deadline, and JSON bodies for errors.
+    """
+    settings = request.app[state.SETTINGS]
+    request = forwarded_request(request, settings.forwarded_allow_ips)
+    request_id = _request_id(request)
     request[state.REQUEST_ID] = request_id
 
-    response = await handler(request)
+    started = time.perf_counter()
+    status = 500
+    context = current_request_id.set(request_id)
+    try:
+        answer = _answer_errors(request, handler)
+        response = await observability.within_deadline(request, settings.request_timeout, answer)
+        status = response.status
+    finally:
+        observability.log_request(request, status, time.perf_counter() - started)
+        current_request_id.reset(context)
+
     response.headers["X-Request-ID"] = request_id
     return response
 
 
-@web.middleware
-async def forwarded_middleware(request: web.Request, handler) -> web.StreamResponse:
+def forwarded_request(request: web.Request, trusted) -> web.Request:
     """Apply X-Forwarded-For/Proto/Host only when the direct peer is a trusted proxy."""
-    trusted = request.app[state.SETTINGS].forwarded_allow_ips
     if not _is_trusted(request.remote, trusted):
-        return await handler(request)
+        return request
 
     changes = {}
     client = _forwarded_client(request.headers.get("X-Forwarded-For", ""), trusted)
@@ -52,11 +66,19 @@ async def forwarded_middleware(request: web.Request, handler) -> web.StreamRespo
     if host and _FORWARDED_HOST.fullmatch(host):
         changes["host"] = host
 
-    return await handler(request.clone(**changes) if changes else request)
+    return request.clone(**changes) if changes else request
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+def _request_id(request: web.Request) -> str:
+    """Reuse a well-formed X-Request-ID (Heroku's router sets one) or make one."""
+    request_id = request.headers.get("X-Request-ID", "")
+    if _REQUEST_ID.match(request_id):
+        return request_id
+    # 32 hex digits like a uuid4's hex, without building a UUID object.
+    return secrets.token_hex(16)
+
+
+async def _answer_errors(request: web.Request, handler) -> web.StreamResponse:
     """Give router errors a JSON body, turn an unavailable backend into a 503 and anything unexpected into a 500.
 
     Both are counted and logged through record_error with the request id.

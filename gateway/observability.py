@@ -2,12 +2,13 @@
 
 import asyncio
 import logging
-import time
+from collections.abc import Awaitable
 
 from aiohttp import web
 
 from . import state
-from .logs import RateLimitedLog, current_request_id
+from .deadlines import Deadlines
+from .logs import RateLimitedLog
 from .metrics import METRICS, Metrics, handle_metrics
 from .responses import json_error, media_headers
 
@@ -16,7 +17,7 @@ error_log = logging.getLogger("gateway.errors")
 
 DECISION = web.RequestKey("decision", str)
 ERROR_KIND = web.RequestKey("error_kind", str)
-DEADLINES = web.AppKey("deadlines", set)
+DEADLINES = web.AppKey("deadlines", Deadlines)
 ERROR_LOG = web.AppKey("error_log", RateLimitedLog)
 
 MAX_LOGGED_PATH = 300
@@ -34,7 +35,7 @@ _fallback_error_log = RateLimitedLog(ERROR_LOG_INTERVAL)
 def setup(app: web.Application) -> None:
     """Register the metrics, the /metrics route and the shutdown hook on `app`."""
     app[METRICS] = Metrics()
-    app[DEADLINES] = set()
+    app[DEADLINES] = Deadlines()
     app[ERROR_LOG] = RateLimitedLog(ERROR_LOG_INTERVAL)
     app.on_startup.append(_watch_pool)
     app.on_shutdown.append(_shorten_deadlines)
@@ -44,7 +45,7 @@ def setup(app: web.Application) -> None:
 def record_decision(request: web.Request, decision: str) -> None:
     request[DECISION] = decision
     if METRICS in request.app:
-        request.app[METRICS].decisions.labels(decision).inc()
+        request.app[METRICS].count_decision(decision)
 
 
 def record_error(
@@ -53,7 +54,7 @@ def record_error(
     """Count a handled error, tag the request line with it and log it, rate-limited per kind and reason."""
     request[ERROR_KIND] = kind
     if METRICS in request.app:
-        request.app[METRICS].errors.labels(kind).inc()
+        request.app[METRICS].count_error(kind)
 
     request.app.get(ERROR_LOG, _fallback_error_log).log(
         error_log,
@@ -67,39 +68,28 @@ def record_error(
     )
 
 
-@web.middleware
-async def request_log_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Write one line per request and count it by route and status."""
-    started = time.perf_counter()
-    status = 500
-    context = current_request_id.set(request.get(state.REQUEST_ID))
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        duration = time.perf_counter() - started
-        _count(request, status, duration)
+def log_request(request: web.Request, status: int, duration: float) -> None:
+    """Count the request by route and status and write its line."""
+    metrics: Metrics | None = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.count(_route_label(request), request.method, status, duration)
+    if log.isEnabledFor(logging.INFO):
         log.info("request", extra=_request_fields(request, status, duration))
-        current_request_id.reset(context)
 
 
-@web.middleware
-async def deadline_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Return a 503 when a request runs past REQUEST_TIMEOUT, well before the router's 30 s cut-off."""
-    deadlines: set[asyncio.Timeout] = request.app[DEADLINES]
-    seconds = request.app[state.SETTINGS].request_timeout
-
+async def within_deadline(
+    request: web.Request, seconds: float, answer: Awaitable[web.StreamResponse]
+) -> web.StreamResponse:
+    """Await `answer`, or return a 503 when it runs past REQUEST_TIMEOUT, well before the router's 30 s cut-off."""
+    deadlines = request.app[DEADLINES]
+    deadline = deadlines.start(seconds)
     try:
-        async with asyncio.timeout(seconds) as deadline:
-            deadlines.add(deadline)
-            try:
-                return await handler(request)
-            finally:
-                deadlines.discard(deadline)
-    except TimeoutError:
-        if not deadline.expired():
+        return await answer
+    except asyncio.CancelledError:
+        if not deadline.interrupted():
             raise
+    finally:
+        deadlines.finish(deadline)
 
     record_error(request, "deadline", f"no answer within {seconds} s")
     headers = {**media_headers(), "Retry-After": "2"}
@@ -107,32 +97,16 @@ async def deadline_middleware(request: web.Request, handler) -> web.StreamRespon
 
 
 async def _shorten_deadlines(app: web.Application) -> None:
-    deadlines: set[asyncio.Timeout] = app[DEADLINES]
+    deadlines = app[DEADLINES]
     logging.getLogger("gateway").info(
         "draining in-flight requests", extra={"in_flight": len(deadlines), "drain_timeout_s": DRAIN_TIMEOUT}
     )
-
-    latest = asyncio.get_running_loop().time() + DRAIN_TIMEOUT
-    for deadline in deadlines:
-        when = deadline.when()
-        if when is None or when > latest:
-            deadline.reschedule(latest)
+    deadlines.shorten(asyncio.get_running_loop().time() + DRAIN_TIMEOUT)
 
 
 async def _watch_pool(app: web.Application) -> None:
     if state.POOL in app:
         app[METRICS].watch_pool(app[state.POOL])
-
-
-def _count(request: web.Request, status: int, duration: float) -> None:
-    metrics: Metrics | None = request.app.get(METRICS)
-    if metrics is None:
-        return
-
-    route = _route_label(request)
-    method = request.method if request.method in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS") else "other"
-    metrics.requests.labels(route, method, str(status)).inc()
-    metrics.latency.labels(route).observe(duration)
 
 
 def _route_label(request: web.Request) -> str:

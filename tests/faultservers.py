@@ -3,6 +3,7 @@
 Each one is private to the test that starts it, so stopping it never disturbs the shared fixtures.
 """
 
+import contextlib
 import datetime
 import os
 import pwd
@@ -111,12 +112,15 @@ class PostgresServer:
 
     def pause(self) -> None:
         """SIGSTOP the postmaster and every backend: connections hang instead of failing."""
+        # Here and in resume(), a backend whose client went away may exit between the listing and the signal.
         for process in self._processes():
-            process.send_signal(signal.SIGSTOP)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         for process in self._processes():
-            process.send_signal(signal.SIGCONT)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
 
     def destroy(self) -> None:
         self.resume()

@@ -36,6 +36,16 @@ async def test_metrics_count_requests_by_route_and_status(gateway, db, token):
     assert metric_value(exposition, "gateway_request_duration_seconds_count", route="/media/{tail}") == 3
 
 
+async def test_metrics_label_unknown_methods_other(gateway):
+    await gateway.request("PURGE", "/media/a.jpg")
+    await gateway.request("PROPFIND", "/media/a.jpg")
+    await gateway.request("PURGE", "/media/a.jpg")
+    exposition = await scrape(gateway)
+
+    assert metric_value(exposition, "gateway_requests_total", route="/media/{tail}", method="other") == 3
+    assert metric_value(exposition, "gateway_requests_total", route="/media/{tail}", method="PURGE") is None
+
+
 async def test_metrics_count_each_decision(gateway, db, token):
     await db.execute("INSERT INTO media_objects (key, owner_id) VALUES ('a.jpg', 'alice')")
 
