@@ -2,9 +2,9 @@
 
 schema.sql's triggers send the key of every changed object or grant on
 CHANNEL. A dedicated connection LISTENs and evicts that key, so a delete or a
-revoke takes effect as soon as the notification arrives. The cache only
-answers while that connection listens: when it drops, the cache is emptied
-and bypassed until the listener is back.
+revoke takes effect as soon as the notification arrives. The cache serves
+entries only while that connection listens. When it drops, the cache is
+emptied and bypassed until the listener is back.
 """
 
 import asyncio
@@ -100,7 +100,7 @@ class DecisionCache:
 
 
 class CachedOwnership:
-    """An OwnershipSource that answers repeated lookups from a DecisionCache."""
+    """An OwnershipSource that serves repeated lookups from a DecisionCache."""
 
     def __init__(self, source: OwnershipSource, cache: DecisionCache) -> None:
         self._source = source
@@ -159,7 +159,7 @@ class InvalidationListener:
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
             await connection.add_listener(CHANNEL, self._on_notification)
-            # Changes made while nobody listened were missed: start empty.
+            # Changes made while no connection listened were missed, so start empty.
             self._cache.clear()
             self._cache.listening = True
             log.info("invalidation listener connected; decision cache enabled")

@@ -39,8 +39,8 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-# Every secret pattern contains one of these (compared in lowercase); most lines contain none, and three
-# substring scans cost far less than the four regex substitutions.
+# Every secret pattern contains one of these markers, compared in lowercase. Most lines contain none,
+# and three substring scans cost far less than the four regex substitutions.
 _SECRET_MARKERS = ("x-amz-", "gaaaaa", "bearer")
 
 
@@ -225,7 +225,7 @@ class RateLimitedLog:
 class MalformedRequestFilter(logging.Filter):
     """Turn aiohttp's ERROR traceback for an unparsable request into one rate-limited warning line.
 
-    Any client can send such bytes and the parser has already answered 400, so a traceback per
+    Any client can send such bytes and the parser has already sent a 400, so a traceback per
     request would only flood the log. The reason names the error class, never the request's bytes,
     which may hold a cookie.
     """

@@ -29,7 +29,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("logfmt", "json")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_REQUEST_TIMEOUT = 10
-# The platform's router cuts a request off after 30 s, so the gateway must answer before that.
+# The platform's router cuts a request off after 30 s, so the gateway must respond before that.
 MAX_REQUEST_TIMEOUT = 25
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -206,7 +206,7 @@ class _Environment:
         if parts.scheme not in ("postgres", "postgresql"):
             raise ConfigError(name, "invalid URL; use postgres://user:password@host:5432/dbname")
 
-        # The URL holds a password, so messages quote only the offending parameter.
+        # The URL may contain a password, so messages quote only the offending parameter.
         for sslmode in parse_qs(parts.query).get("sslmode", []):
             if sslmode not in SSL_MODES:
                 raise ConfigError(name, f"unknown sslmode {sslmode!r}; use one of {', '.join(SSL_MODES)}")
