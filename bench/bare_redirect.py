@@ -1,4 +1,4 @@
-"""The reference: aiohttp on uvloop answering every request with a fixed 302, nothing else."""
+"""The reference: aiohttp on uvloop responding to every request with a fixed 302, nothing else."""
 
 import sys
 

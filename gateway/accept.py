@@ -1,4 +1,4 @@
-"""Just enough Accept-header parsing to choose between HTML, JSON and plain answers."""
+"""Just enough Accept-header parsing to choose between HTML, JSON and plain responses."""
 
 
 def accepted_types(header: str) -> dict[str, float]:

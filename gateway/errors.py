@@ -19,7 +19,7 @@ class MalformedKey(GatewayError):
 
 
 class BackendUnavailable(GatewayError):
-    """PostgreSQL or S3 did not answer in time."""
+    """PostgreSQL or S3 did not respond in time."""
 
     def __init__(self, backend: str, reason: str) -> None:
         super().__init__(f"{backend} unavailable: {reason}")

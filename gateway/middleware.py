@@ -23,7 +23,7 @@ _FORWARDED_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Every request-wide concern in one coroutine, since each middleware layer costs CPU on every request.
+    """Handle every request-wide concern in one coroutine, since each middleware layer costs CPU per request.
 
     In order: trusted X-Forwarded-* headers, the request id, the request line and metrics,
     the per-request deadline, and JSON bodies for errors.

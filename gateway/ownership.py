@@ -87,7 +87,7 @@ class QueryOwnership:
 
     The query returns an `owner_id` column and optionally `visibility`, `content_type`,
     `filename` and a boolean `granted` (the caller, $2, may read the object). More than one
-    row for a key makes ownership ambiguous, so the object is then readable by nobody.
+    row for a key makes ownership ambiguous, so no user may read the object.
     """
 
     def __init__(self, pool: asyncpg.Pool, query: str) -> None:

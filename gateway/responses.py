@@ -1,8 +1,8 @@
-"""JSON answers and the cache headers every media answer carries."""
+"""JSON error responses and the cache headers every media response carries."""
 
 from aiohttp import web
 
-# A redirect depends on who asks, so no shared cache may reuse it for another caller.
+# A redirect depends on the caller, so no shared cache may reuse it for another caller.
 MEDIA_VARY = "Cookie, Authorization"
 NO_STORE = "private, no-store"
 

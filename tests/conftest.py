@@ -15,7 +15,7 @@ from gateway.settings import Settings, load_settings
 
 from .servers import MotoServer, Postgres
 
-# Credentials come from the environment, so botocore never asks an instance-metadata address.
+# Credentials come from the environment, so botocore never contacts an instance-metadata address.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 ACCESS_KEY = "AKIDTESTGATEWAY"

@@ -34,10 +34,10 @@ class RawResponse:
 
 
 async def send_until_status(client, target: str, status: int, within: float = 1.0, **options) -> RawResponse:
-    """Resend `target` until it answers `status` or `within` seconds pass; return the last response.
+    """Resend `target` until its status is `status` or `within` seconds pass, and return the last response.
 
     A change to the tables reaches the decision cache through NOTIFY, so it may take
-    a moment (the contract allows 1 s) before an answer reflects it.
+    a moment (the contract allows 1 s) before a response reflects it.
     """
     deadline = time.monotonic() + within
     while True:

@@ -28,7 +28,7 @@ def wait_for_http(url: str, timeout: float = 20.0) -> None:
             urllib.request.urlopen(url, timeout=1).close()
             return
         except urllib.error.HTTPError:
-            return  # The server answered, even if with an error status.
+            return  # The server responded, even if with an error status.
         except OSError:
             if time.monotonic() > deadline:
                 raise

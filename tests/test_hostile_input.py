@@ -56,7 +56,7 @@ class Answer:
 def send(
     gateway: ServedGateway, request_line_target: bytes, headers: list[tuple[bytes, bytes]], method: bytes = b"GET"
 ) -> Answer:
-    """Send one request exactly as given and read the whole answer; a reset or silence fails the test."""
+    """Send one request exactly as given and read the whole response. A reset or silence fails the test."""
     lines = [method + b" " + request_line_target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
     lines += [name + b": " + value for name, value in headers]
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as connection:
@@ -65,7 +65,7 @@ def send(
         while chunk := connection.recv(65536):
             chunks.append(chunk)
     raw = b"".join(chunks)
-    # aiohttp's parser answers a request it cannot parse with an HTTP/1.0 status line.
+    # aiohttp's parser responds to a request it cannot parse with an HTTP/1.0 status line.
     assert raw.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")), f"no HTTP answer: {raw[:100]!r}"
     return Answer(raw)
 

@@ -328,7 +328,7 @@ async def test_accel_mode_rejects_format_json(start_stack, token):
     assert json.loads(body)["error"] == "invalid_option"
 
 
-# auth_request mode: nginx asks the gateway for a decision only.
+# auth_request mode: nginx requests only a decision from the gateway.
 
 
 async def test_auth_request_mode_owner_gets_file(start_stack, token):

@@ -205,6 +205,6 @@ async def test_fast_head_url_accepted_by_moto(moto, s3):
     with urllib.request.urlopen(urllib.request.Request(head.url, method="HEAD"), timeout=5) as response:
         length = response.headers["Content-Length"]
 
-    # NOTE: moto's server does not check presigned signatures, so this proves the URL's form, not its
-    # signature; the signature is proven by the comparison with botocore above.
+    # NOTE: moto's server does not check presigned signatures, so this proves only the URL's form.
+    # The comparison with botocore above proves the signature.
     assert length == "5"

@@ -25,7 +25,7 @@ def _start(env: dict[str, str], port: int, log_file) -> subprocess.Popen:
 
 
 def _wait_for_workers(log_file, count: int, timeout: float = 30.0) -> None:
-    """Wait until `count` workers have logged that they serve; the first can answer before the others bind."""
+    """Wait until `count` workers have logged that they serve; the first can serve before the others bind."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # pread leaves the file offset alone: the server process shares it and is still writing.
