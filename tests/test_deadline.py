@@ -74,8 +74,15 @@ async def test_pool_waiting_visible_in_metrics(gateway, db, postgres, token):
             )
             for _ in range(12)
         ]
-        await asyncio.sleep(1.0)
-        exposition = await scrape(gateway)
+        # Poll rather than sleep once: on a loaded machine the ten connections take a while to open.
+        # The blocked queries time out after about 3 s, so the polling stops well before that.
+        deadline = time.monotonic() + 2.5
+        while True:
+            await asyncio.sleep(0.1)
+            exposition = await scrape(gateway)
+            settled = metric_value(exposition, "gateway_db_pool_in_use") == 10
+            if settled or time.monotonic() > deadline:
+                break
     finally:
         await locker.close()
     responses = await asyncio.gather(*requests)
