@@ -2,7 +2,9 @@
 
 import functools
 import ipaddress
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -74,8 +76,29 @@ def _request_id(request: web.Request) -> str:
     request_id = request.headers.get("X-Request-ID", "")
     if _REQUEST_ID.match(request_id):
         return request_id
-    # 32 hex digits like a uuid4's hex, without building a UUID object.
-    return secrets.token_hex(16)
+    return _request_ids.next()
+
+
+class _RequestIds:
+    """32 hex digits: 16 random ones chosen once per process, then a 16-digit counter.
+
+    Ids only have to be unique, not secret, so one call to the random source per process
+    replaces one per request. A forked worker draws its own prefix.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_request_ids = _RequestIds()
 
 
 async def _answer_errors(request: web.Request, handler) -> web.StreamResponse:

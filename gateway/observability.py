@@ -2,13 +2,14 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 
 from aiohttp import web
 
 from . import state
 from .deadlines import Deadlines
-from .logs import RateLimitedLog
+from .logs import RateLimitedLog, direct_handler
 from .metrics import METRICS, Metrics, handle_metrics
 from .responses import json_error, media_headers
 
@@ -73,8 +74,15 @@ def log_request(request: web.Request, status: int, duration: float) -> None:
     metrics: Metrics | None = request.app.get(METRICS)
     if metrics is not None:
         metrics.count(_route_label(request), request.method, status, duration)
-    if log.isEnabledFor(logging.INFO):
-        log.info("request", extra=_request_fields(request, status, duration))
+    if not log.isEnabledFor(logging.INFO):
+        return
+
+    fields = _request_fields(request, status, duration)
+    handler = direct_handler(log)
+    if handler is None:
+        log.info("request", extra=fields)
+    else:
+        handler.write_line(handler.formatter.format_line(time.time(), "INFO", log.name, "request", fields))
 
 
 async def within_deadline(

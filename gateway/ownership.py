@@ -2,12 +2,14 @@
 
 import datetime
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
 
 from . import database
+from .batches import Batcher
 from .errors import BackendUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,38 +39,53 @@ class OwnershipSource(Protocol):
         ...
 
 
-_FIND_OBJECT = """
-SELECT o.owner_id, o.visibility, o.content_type, o.filename,
+# One row per (key, user) pair that names a ready object, tagged with the pair's position.
+_FIND_OBJECTS = """
+SELECT r.position, o.owner_id, o.visibility, o.content_type, o.filename,
        g.grantee_id IS NOT NULL AS granted, g.expires_at AS grant_expires_at
-FROM media_objects o
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(key, user_id, position)
+JOIN media_objects o ON o.key = r.key AND o.status = 'ready'
 LEFT JOIN media_grants g
-       ON g.key = o.key AND g.grantee_id = $2::text AND (g.expires_at IS NULL OR g.expires_at > now())
-WHERE o.key = $1 AND o.status = 'ready'
+       ON g.key = o.key AND g.grantee_id = r.user_id AND (g.expires_at IS NULL OR g.expires_at > now())
 """
+
+# Lookups per query; a larger turn's lookups go out as several queries.
+MAX_BATCH_SIZE = 256
 
 
 class TableOwnership:
-    """Reads the gateway's own media_objects and media_grants tables."""
+    """Reads the gateway's own media_objects and media_grants tables.
+
+    The lookups of one event-loop turn go to PostgreSQL as one query (see gateway.batches).
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._batcher: Batcher[tuple[str, str | None], MediaObject | None] = Batcher(self._find_all, MAX_BATCH_SIZE)
 
     async def find(self, key: str, user_id: str | None) -> MediaObject | None:
-        row = await database.run(
-            self._pool, lambda connection: connection.fetchrow(_FIND_OBJECT, key, user_id), read_only=True
-        )
-        if row is None:
-            return None
+        return await self._batcher.submit((key, user_id))
 
-        return MediaObject(
-            key=key,
-            owner_id=row["owner_id"],
-            visibility=row["visibility"],
-            content_type=row["content_type"],
-            filename=row["filename"],
-            granted=row["granted"],
-            grant_expires_at=row["grant_expires_at"],
+    async def _find_all(self, lookups: Sequence[tuple[str, str | None]]) -> list[MediaObject | None]:
+        keys = [key for key, _ in lookups]
+        user_ids = [user_id for _, user_id in lookups]
+        rows = await database.run(
+            self._pool, lambda connection: connection.fetch(_FIND_OBJECTS, keys, user_ids), read_only=True
         )
+
+        found: list[MediaObject | None] = [None] * len(lookups)
+        for row in rows:
+            index = row["position"] - 1
+            found[index] = MediaObject(
+                key=keys[index],
+                owner_id=row["owner_id"],
+                visibility=row["visibility"],
+                content_type=row["content_type"],
+                filename=row["filename"],
+                granted=row["granted"],
+                grant_expires_at=row["grant_expires_at"],
+            )
+        return found
 
 
 _TEXT_TYPES = ("text", "varchar", "bpchar", "name")

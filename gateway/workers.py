@@ -17,6 +17,7 @@ import time
 from multiprocessing.connection import wait
 
 from .errors import ConfigError
+from .logs import flush_logs
 from .settings import Settings
 
 log = logging.getLogger("gateway")
@@ -41,11 +42,15 @@ def run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> No
     from .server import serve as serve_app
 
     app = create_app(settings)
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        loop_name = type(runner.get_loop()).__module__.split(".")[0]
-        log.info("worker %d serving on %s:%d with %s", os.getpid(), host, port, loop_name)
-        runner.run(serve_app(app, host, port, reuse_port=reuse_port))
-    log.info("worker %d stopped", os.getpid())
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            loop_name = type(runner.get_loop()).__module__.split(".")[0]
+            log.info("worker %d serving on %s:%d with %s", os.getpid(), host, port, loop_name)
+            runner.run(serve_app(app, host, port, reuse_port=reuse_port))
+        log.info("worker %d stopped", os.getpid())
+    finally:
+        # A forked worker ends with os._exit(), which skips logging's own flush at exit.
+        flush_logs()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
