@@ -29,7 +29,11 @@ _OPERATIONS = {"GET": "get_object", "HEAD": "head_object"}
 @dataclass(frozen=True)
 class SignedUrl:
     url: str
-    expires_at: datetime.datetime
+    expires: int  # Unix time when the URL stops working.
+
+    @property
+    def expires_at(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.expires, datetime.UTC)
 
 
 @dataclass(frozen=True)
@@ -127,12 +131,12 @@ class Presigner:
 
         now = int(time.time() if now is None else now)
         signed_at = now - now % self._stable_window if self._stable_window else now
-        expires_at = _utc(signed_at + self._ttl)
+        expires = signed_at + self._ttl
 
         recent_key = (key, method, disposition, content_type, signed_at)
         url = self._recent_urls.get(recent_key)
         if url is not None:
-            return SignedUrl(url=url, expires_at=expires_at)
+            return SignedUrl(url=url, expires=expires)
 
         response_params = []
         if disposition is not None:
@@ -145,7 +149,7 @@ class Presigner:
             if len(self._recent_urls) >= MAX_RECENT_URLS:
                 self._recent_urls.clear()
             self._recent_urls[recent_key] = url
-        return SignedUrl(url=url, expires_at=expires_at)
+        return SignedUrl(url=url, expires=expires)
 
     async def _presign_with_botocore(
         self, key: str, method: str, disposition: str | None, content_type: str | None
@@ -164,7 +168,7 @@ class Presigner:
         except (BotoCoreError, ClientError) as error:
             # Typically the credential chain failed to refresh (an expired role or credential_process).
             raise BackendUnavailable("s3", f"signing failed: {type(error).__name__}: {error}"[:200]) from error
-        return SignedUrl(url=url, expires_at=_utc(expires_at))
+        return SignedUrl(url=url, expires=expires_at)
 
 
 async def create_presigner(settings: Settings, clients: "S3Clients") -> Presigner:
@@ -183,10 +187,6 @@ async def create_presigner(settings: Settings, clients: "S3Clients") -> Presigne
         stable_window=settings.media_url_stable_window,
         signer=signer,
     )
-
-
-def _utc(timestamp: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
 
 
 async def require_credentials(session: AioSession):

@@ -1,7 +1,8 @@
 """GET and HEAD on MEDIA_ROUTE/{key}: authenticate, look up, decide, sign, respond."""
 
-import datetime
 import logging
+import math
+import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -110,7 +111,13 @@ class _Options:
 
 def _raw_key(request: web.Request, route: str) -> str:
     """Return the still-encoded path after `route` + '/', so the key is decoded exactly once."""
-    path = urlsplit(request.raw_path).path
+    raw_path = request.raw_path
+    if raw_path.startswith("/"):
+        # The usual origin-form target: the path ends at the query (a fragment is never sent).
+        path = raw_path.partition("?")[0]
+    else:
+        # An absolute-form target (http://host/path?query).
+        path = urlsplit(raw_path).path
 
     if path == route:
         return ""
@@ -120,6 +127,10 @@ def _raw_key(request: web.Request, route: str) -> str:
 
 
 def _read_options(request: web.Request, same_origin: bool) -> _Options:
+    if "?" not in request.raw_path and not same_origin:
+        # No query string, so only the Accept header can ask for JSON.
+        return _Options(download=None, json=_accepts_json_only(request.headers.get("Accept", "")))
+
     query = request.query
 
     download = query.get("download")
@@ -134,9 +145,12 @@ def _read_options(request: web.Request, same_origin: bool) -> _Options:
     if same_origin:
         return _Options(download=download, json=False)
 
-    accept = request.headers.get("Accept", "")
-    wants_json = output_format == "json" or (accepts(accept, "application/json") and not accepts(accept, "text/html"))
+    wants_json = output_format == "json" or _accepts_json_only(request.headers.get("Accept", ""))
     return _Options(download=download, json=wants_json)
+
+
+def _accepts_json_only(accept: str) -> bool:
+    return accepts(accept, "application/json") and not accepts(accept, "text/html")
 
 
 def _disposition(media: MediaObject, download: str | None) -> str | None:
@@ -149,7 +163,7 @@ def _disposition(media: MediaObject, download: str | None) -> str | None:
 
 def signed_url_headers(signed: SignedUrl) -> dict[str, str]:
     """Return the cache headers for a response that is valid only as long as `signed` is."""
-    remaining = int((signed.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds())
+    remaining = signed.expires - math.ceil(time.time())
     margin = max(1, min(MAX_AGE_MARGIN, remaining // 10))
     headers = media_headers(private_max_age(remaining - margin))
     # The Accept header picks JSON or the redirect, so a browser cache must not reuse one for the other.
