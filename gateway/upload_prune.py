@@ -26,7 +26,7 @@ from .uploads import find_stored_object
 # An upload form is valid for MEDIA_URL_TTL seconds. The default age adds a day on top, so an upload still in
 # transfer when its form expired, or a complete call retried hours later, is not pruned under the user.
 DEFAULT_MARGIN = datetime.timedelta(hours=24)
-# The least margin --older-than may leave, so a form that is still valid never loses its row.
+# The minimum margin above MEDIA_URL_TTL that --older-than must keep, so a form still valid never loses its row.
 MIN_MARGIN = datetime.timedelta(minutes=15)
 MAX_AGE = datetime.timedelta(days=3650)
 
@@ -41,7 +41,7 @@ class Outcome(enum.Enum):
 
 
 def parse_duration(value: str) -> datetime.timedelta:
-    """Parse 90m, 24h, 7d, 45s or plain seconds; raise ValueError with the fix for anything else."""
+    """Parse 90m, 24h, 7d, 45s or plain seconds, and raise ValueError with the fix for anything else."""
     match = _DURATION.fullmatch(value.strip().lower())
     if match is None:
         raise ValueError(
@@ -49,7 +49,7 @@ def parse_duration(value: str) -> datetime.timedelta:
             "use whole seconds or a whole number with m, h or d, such as 90m, 24h or 7d"
         )
 
-    # Python refuses int() of over 4300 digits, and timedelta overflows far sooner, so long numbers stop here.
+    # Python's int() rejects strings of over 4300 digits, and timedelta overflows far sooner, so long numbers stop here.
     digits = match[1].lstrip("0") or "0"
     seconds = int(digits) * _UNIT_SECONDS[match[2]] if len(digits) <= 12 else None
     if seconds == 0:
@@ -79,7 +79,7 @@ def shortest_age(settings: Settings) -> datetime.timedelta:
 async def prune_uploads(
     settings: Settings, older_than: datetime.timedelta, dry_run: bool, output: TextIO = sys.stdout
 ) -> int:
-    """Prune pending uploads registered more than `older_than` ago; return the exit status (1 if any failed)."""
+    """Prune pending uploads registered more than `older_than` ago and return the exit status, 1 if any failed."""
     connection = await connect(settings)
     try:
         async with AsyncExitStack() as stack:
@@ -144,12 +144,13 @@ async def prune_upload(
     connection: asyncpg.Connection, client, bucket: str, prefix: str, upload: StaleUpload, cutoff: datetime.datetime
 ) -> Outcome:
     """Delete one stale upload's row and then its object, unless the row stopped being pending and stale."""
-    # The row goes first, in a transaction that commits only once the object is gone. Its DELETE locks the
-    # row: a complete that marked it ready before makes the DELETE match nothing, so the object stays, and a
-    # complete that reaches its UPDATE meanwhile waits, then finds no pending row and answers 403. Deleting
-    # the object first could remove the file of an upload that completes in between. When S3 fails, the
-    # rollback keeps the row pending for the next run. When the COMMIT fails after the object is gone, the
-    # next run deletes the row.
+    # The row goes first, in a transaction that commits only once the object is gone. The DELETE locks the row.
+    # If a complete marked the row ready before, the DELETE matches nothing and the object stays. A complete that
+    # reaches its UPDATE meanwhile waits for the lock, then finds no pending row and returns 403. Deleting the
+    # object first could remove the file of an upload that completes in between.
+    # When S3 fails, the rollback keeps the row pending for the next run. When the COMMIT fails after the object
+    # is gone, the next run deletes the row. The lock is held for one HEAD and one DeleteObject, so a waiting
+    # complete may time out with 503 while S3 is slow.
     async with connection.transaction():
         if not await delete_stale_upload(connection, upload.key, cutoff):
             return Outcome.KEPT

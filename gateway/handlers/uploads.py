@@ -107,8 +107,8 @@ async def _complete(request: web.Request, key: str) -> web.Response:
         return json_error(409, *problem, media_headers())
 
     if not await mark_ready(pool, key, user_id, stored.size):
-        # Either a concurrent complete marked the row ready first, or `uploads prune` deleted it after
-        # find_upload read it, and the prune then deletes the object as well.
+        # Either a concurrent complete marked the row ready first, or `uploads prune` deleted the row after
+        # find_upload read it (the prune then deletes the object too).
         current = await find_upload(pool, key)
         if current is None or current.owner_id != user_id or current.status != "ready":
             log.info("upload not completed: key=%s user=%s reason=pruned", key, user_id)
