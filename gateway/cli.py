@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import datetime
 import errno
 import logging
 import os
@@ -248,7 +249,7 @@ def _port(value: str) -> int:
     return int(value)
 
 
-def _duration(value: str):
+def _duration(value: str) -> datetime.timedelta:
     from .upload_prune import parse_duration
 
     try:
