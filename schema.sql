@@ -29,6 +29,10 @@ CREATE INDEX IF NOT EXISTS media_grants_grantee_id ON media_grants (grantee_id);
 -- Bytes in the object: declared by an upload while it is pending, as stored once it is ready.
 ALTER TABLE media_objects ADD COLUMN IF NOT EXISTS size bigint;
 
+-- `media-gateway uploads prune` finds pending rows by age. The index contains pending rows only, so it stays
+-- small, but building it the first time reads the whole table and blocks writes to it meanwhile.
+CREATE INDEX IF NOT EXISTS media_objects_pending_created_at ON media_objects (created_at) WHERE status = 'pending';
+
 -- Every change to an object or a grant sends its key on channel media_gateway_changes,
 -- so gateways that cache decisions evict it at once. TRUNCATE sends an empty payload:
 -- keys are never empty, so it means "forget everything".

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import datetime
 import errno
 import logging
 import os
@@ -67,6 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key", metavar="KEY")
     revoke.add_argument("--to", required=True, metavar="ID", help="user id to stop sharing with")
 
+    uploads = commands.add_parser("uploads", help="maintain browser uploads").add_subparsers(
+        dest="uploads_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    prune = uploads.add_parser(
+        "prune", help="delete uploads still pending after their form expired, with their objects"
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="DURATION",
+        help="age of the uploads to delete: 90m, 24h, 7d or seconds (default: MEDIA_URL_TTL plus 24h)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted and change nothing")
+    # The shortest allowed age depends on MEDIA_URL_TTL, so it is checked after the settings are read.
+    prune.set_defaults(usage_error=prune.error)
+
     sync = commands.add_parser(
         "sync-static", help="upload changed static files (a collectstatic output directory) to the bucket"
     )
@@ -114,6 +131,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "sync-static":
         return _sync_static(args, environ)
+
+    if args.command == "uploads":
+        return _prune_uploads(args, environ)
 
     if args.command == "demo":
         from .demo import run_demo
@@ -172,6 +192,19 @@ def _sync_static(args: argparse.Namespace, environ) -> int:
     )
 
 
+def _prune_uploads(args: argparse.Namespace, environ) -> int:
+    from .upload_prune import default_age, format_duration, prune_uploads, shortest_age
+
+    settings = load_settings(environ, require=("DATABASE_URL", "S3_BUCKET"))
+    older_than = args.older_than if args.older_than is not None else default_age(settings)
+    if older_than < shortest_age(settings):
+        args.usage_error(
+            f"--older-than {format_duration(older_than)} would delete uploads whose form may still be valid "
+            f"(MEDIA_URL_TTL is {settings.media_url_ttl} s); give at least {format_duration(shortest_age(settings))}"
+        )
+    return asyncio.run(prune_uploads(settings, older_than, dry_run=args.dry_run))
+
+
 def _serve(settings: Settings, host: str, port: int) -> int:
     from .logs import configure_logging
     from .workers import serve
@@ -214,6 +247,15 @@ def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {value!r}; use a number from 1 to 65535")
     return int(value)
+
+
+def _duration(value: str) -> datetime.timedelta:
+    from .upload_prune import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _jobs(value: str) -> int:

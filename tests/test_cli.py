@@ -108,6 +108,9 @@ CONFIG_ERRORS = [
     ),
     (["objects", "revoke", "a.txt", "--to", FRIEND], {"DATABASE_URL": None}, "DATABASE_URL"),
     (["session", "issue", "--user", OWNER], {"SESSION_SECRET": None}, "SESSION_SECRET"),
+    (["uploads", "prune"], {"DATABASE_URL": None}, "DATABASE_URL"),
+    (["uploads", "prune"], {"S3_BUCKET": None}, "S3_BUCKET"),
+    (["uploads", "prune"], {"MEDIA_URL_TTL": "0"}, "MEDIA_URL_TTL"),
 ]
 
 
@@ -197,6 +200,10 @@ class TestArguments:
             ["serve", "--port", "http"],
             ["serve", "--port", "70000"],
             ["keygen", "--bits", "128"],
+            ["uploads"],
+            ["uploads", "frob"],
+            ["uploads", "prune", "--older-than"],
+            ["uploads", "prune", "--older-than", "soon"],
         ],
         ids=lambda args: " ".join(args) or "nothing",
     )
@@ -572,8 +579,9 @@ class TestUnmigratedDatabase:
             ["objects", "grant", "a.txt", "--to", FRIEND],
             ["objects", "revoke", "a.txt", "--to", FRIEND],
             ["check"],
+            ["uploads", "prune"],
         ],
-        ids=["add", "grant", "revoke", "check"],
+        ids=["add", "grant", "revoke", "check", "uploads-prune"],
     )
     async def test_hint_to_migrate(self, cli_env, empty_database, args):
         result = await run_cli({**cli_env, "DATABASE_URL": empty_database}, *args)

@@ -1,7 +1,9 @@
+import asyncio
 import base64
 import json
 
 import aiohttp
+import asyncpg
 import pytest
 
 from .conftest import BUCKET
@@ -208,6 +210,44 @@ async def test_missing_object_rejected_at_complete(gateway, token, db):
     assert response.status == 409
     assert body["error"] == "upload_missing"
     assert await db.fetchval("SELECT status FROM media_objects WHERE key = $1", declared["key"]) == "pending"
+
+
+async def wait_for_lock_wait(db, timeout: float = 5.0) -> None:
+    """Return once a gateway connection waits on a row lock in this test database."""
+    query = """
+        SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'media-gateway' AND wait_event_type = 'Lock'
+    """
+    async with asyncio.timeout(timeout):
+        while not await db.fetchval(query):
+            await asyncio.sleep(0.02)
+
+
+async def test_complete_during_prune_forbidden(gateway, token, db, s3, postgres):
+    """A complete whose UPDATE waits on the prune's row lock must not return ready for a deleted row."""
+    alice = token("alice")
+    declared = await declare_png(gateway, alice)
+    assert await post_form(declared["upload"], PNG) == 204
+    key = declared["key"]
+
+    # The same steps, in the same order, as `uploads prune`: delete the row, delete the object, commit.
+    pruner = await asyncpg.connect(postgres.url)
+    try:
+        transaction = pruner.transaction()
+        await transaction.start()
+        await pruner.execute("DELETE FROM media_objects WHERE key = $1 AND status = 'pending'", key)
+        completing = asyncio.create_task(complete(gateway, alice, key))
+        await wait_for_lock_wait(db)
+        s3.delete_object(Bucket=BUCKET, Key="media/" + key)
+        await transaction.commit()
+        response = await completing
+    finally:
+        await pruner.close()
+    body = await response.json()
+
+    assert response.status == 403
+    assert body["error"] == "forbidden"
+    assert await db.fetchval("SELECT count(*) FROM media_objects WHERE key = $1", key) == 0
 
 
 async def test_other_user_cannot_complete(gateway, token, db):

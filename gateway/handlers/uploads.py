@@ -106,7 +106,17 @@ async def _complete(request: web.Request, key: str) -> web.Response:
         log.info("upload not completed: key=%s user=%s reason=%s", key, user_id, problem[0])
         return json_error(409, *problem, media_headers())
 
-    await mark_ready(pool, key, user_id, stored.size)
+    if not await mark_ready(pool, key, user_id, stored.size):
+        # Either a concurrent complete marked the row ready first, or `uploads prune` deleted the row after
+        # find_upload read it (the prune then deletes the object too).
+        current = await find_upload(pool, key)
+        if current is None or current.owner_id != user_id or current.status != "ready":
+            log.info("upload not completed: key=%s user=%s reason=pruned", key, user_id)
+            return json_error(
+                403, "forbidden", "You did not start this upload, or it does not exist.", media_headers()
+            )
+        return _completed(key, settings.media_route)
+
     log.info("upload completed: key=%s user=%s size=%d", key, user_id, stored.size)
     return _completed(key, settings.media_route)
 
