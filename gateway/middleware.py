@@ -1,5 +1,6 @@
 """Request-wide concerns in one middleware: proxy headers, request ids, the request line, deadline, JSON errors."""
 
+import asyncio
 import functools
 import ipaddress
 import itertools
@@ -25,24 +26,48 @@ _FORWARDED_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Handle every request-wide concern in one coroutine, since each middleware layer costs CPU per request.
+    """Handle every request-wide concern in one coroutine, since each layer costs CPU per request.
 
-    In order: trusted X-Forwarded-* headers, the request id, the request line and metrics,
-    the per-request deadline, and JSON bodies for errors.
+    In order: trusted X-Forwarded-* headers, the request id, the per-request deadline, JSON
+    bodies for errors, the request line and metrics.
     """
-    settings = request.app[state.SETTINGS]
-    request = forwarded_request(request, settings.forwarded_allow_ips)
-    request_id = _request_id(request)
+    app = request.app
+    settings = app[state.SETTINGS]
+    headers = request.headers
+    if "X-Forwarded-For" in headers or "X-Forwarded-Proto" in headers or "X-Forwarded-Host" in headers:
+        request = forwarded_request(request, settings.forwarded_allow_ips)
+    request_id = _request_id(headers.get("X-Request-ID"))
     request[state.REQUEST_ID] = request_id
 
     started = time.perf_counter()
+    response: web.StreamResponse | None = None
     status = 500
     context = current_request_id.set(request_id)
+    deadlines = app[observability.DEADLINES]
+    deadline = deadlines.start(settings.request_timeout)
     try:
-        answer = _answer_errors(request, handler)
-        response = await observability.within_deadline(request, settings.request_timeout, answer)
-        status = response.status
+        response = await handler(request)
+    except asyncio.CancelledError:
+        if not deadline.interrupted():
+            raise
+        response = observability.timed_out(request, settings.request_timeout)
+    except web.HTTPException as error:
+        if error.status < 400:
+            status = error.status
+            raise
+        response = _http_error(error)
+    except BackendUnavailable as error:
+        record_error(request, f"{error.backend}_unavailable", error.reason)
+        retry_headers = {**media_headers(), "Retry-After": "2"}
+        message = f"{error.backend} is not answering; try again in a few seconds."
+        response = json_error(503, "unavailable", message, retry_headers)
+    except Exception as error:
+        record_error(request, "internal", f"{type(error).__name__}: {error}"[:200], level=logging.ERROR, exc_info=True)
+        response = json_error(500, "internal_error", "The gateway failed to handle this request; it has been logged.")
     finally:
+        deadlines.finish(deadline)
+        if response is not None:
+            status = response.status
         observability.log_request(request, status, time.perf_counter() - started)
         current_request_id.reset(context)
 
@@ -71,11 +96,10 @@ def forwarded_request(request: web.Request, trusted) -> web.Request:
     return request.clone(**changes) if changes else request
 
 
-def _request_id(request: web.Request) -> str:
+def _request_id(sent: str | None) -> str:
     """Reuse a well-formed X-Request-ID (Heroku's router sets one) or make one."""
-    request_id = request.headers.get("X-Request-ID", "")
-    if _REQUEST_ID.match(request_id):
-        return request_id
+    if sent and _REQUEST_ID.match(sent):
+        return sent
     return _request_ids.next()
 
 
@@ -101,25 +125,10 @@ class _RequestIds:
 _request_ids = _RequestIds()
 
 
-async def _answer_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Give router errors a JSON body, turn an unavailable backend into a 503 and anything unexpected into a 500.
-
-    Both are counted and logged through record_error with the request id.
-    """
-    try:
-        return await handler(request)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        headers = {name: value for name, value in error.headers.items() if name in ("Allow", "WWW-Authenticate")}
-        return json_error(error.status, _error_code(error.status), f"{error.reason}.", headers)
-    except BackendUnavailable as error:
-        record_error(request, f"{error.backend}_unavailable", error.reason)
-        headers = {**media_headers(), "Retry-After": "2"}
-        return json_error(503, "unavailable", f"{error.backend} is not answering; try again in a few seconds.", headers)
-    except Exception as error:
-        record_error(request, "internal", f"{type(error).__name__}: {error}"[:200], level=logging.ERROR, exc_info=True)
-        return json_error(500, "internal_error", "The gateway failed to handle this request; it has been logged.")
+def _http_error(error: web.HTTPException) -> web.Response:
+    """Give a router error (404, 405, 413, ...) a JSON body, keeping the headers a client needs."""
+    headers = {name: value for name, value in error.headers.items() if name in ("Allow", "WWW-Authenticate")}
+    return json_error(error.status, _error_code(error.status), f"{error.reason}.", headers)
 
 
 # Peers are few (the platform's routers), so the result is kept per address instead of parsing it per request.
