@@ -59,7 +59,7 @@ async def authorize(
     caller always gets 401, never a redirect to LOGIN_URL.
     """
     try:
-        key = parse_key(_raw_key(request, route))
+        key = parse_key(_raw_key(request, route), request.app[state.SETTINGS].media_prefix)
         options = _read_options(request, same_origin)
     except MalformedKey as error:
         record_decision(request, "malformed")
