@@ -3,7 +3,7 @@
 import datetime
 import logging
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from aiohttp import web
 
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 ALLOWED_METHODS = "GET, HEAD"
 MAX_DOWNLOAD_NAME_BYTES = 1024
+# The query parameters this handler reads.
+OPTION_NAMES = ("download", "format")
 # The browser may reuse a redirect until this many seconds before its URL expires.
 MAX_AGE_MARGIN = 60
 
@@ -120,6 +122,7 @@ def _raw_key(request: web.Request, route: str) -> str:
 
 
 def _read_options(request: web.Request, same_origin: bool) -> _Options:
+    _require_utf8_options(urlsplit(request.raw_path).query)
     query = request.query
 
     download = query.get("download")
@@ -137,6 +140,31 @@ def _read_options(request: web.Request, same_origin: bool) -> _Options:
     accept = request.headers.get("Accept", "")
     wants_json = output_format == "json" or (accepts(accept, "application/json") and not accepts(accept, "text/html"))
     return _Options(download=download, json=wants_json)
+
+
+def _require_utf8_options(raw_query: str) -> None:
+    """Raise _BadOption when an option's value is not valid UTF-8 once percent-decoded.
+
+    request.query (yarl) replaces such bytes with U+FFFD, which would then be signed into
+    Content-Disposition. So this reads the raw query string with yarl's rules: fields are
+    split on "&", "+" is a space, and a field without "=" has an empty value.
+    """
+    for field in raw_query.split("&"):
+        raw_name, _, raw_value = field.partition("=")
+        name = _decode_query_part(raw_name)
+        if name in OPTION_NAMES and _decode_query_part(raw_value) is None:
+            raise _BadOption(
+                f"The value of {name} is not valid UTF-8 once percent-decoded; "
+                "send it as percent-encoded UTF-8, such as %C3%A9 for é."
+            )
+
+
+def _decode_query_part(raw: str) -> str | None:
+    """Return a query field's name or value decoded as yarl does it, or None when it is not valid UTF-8."""
+    try:
+        return unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
+    except UnicodeError:
+        return None
 
 
 def _disposition(media: MediaObject, download: str | None) -> str | None:
