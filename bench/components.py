@@ -58,7 +58,7 @@ async def _measure() -> list[tuple[str, float]]:
     measure("session token: Fernet decrypt + checks", lambda: uncached.user_id_from_token(token))
     measure("session token: cached payload + checks", lambda: cached.user_id_from_token(token))
 
-    measure("key: percent-decode + validate", lambda: parse_key("user-1/photo%201.jpg"))
+    measure("key: percent-decode + validate", lambda: parse_key("user-1/photo%201.jpg", "media/"))
 
     cache = DecisionCache(1000, 60)
     cache.listening = True

@@ -10,7 +10,7 @@ from importlib import resources
 import asyncpg
 
 from . import database
-from .errors import BackendUnavailable, ConfigError, UsageError
+from .errors import BackendUnavailable, ConfigError, MalformedKey, UsageError
 from .keys import validate_key
 from .ownership import inspect_query
 from .s3 import open_clients
@@ -58,7 +58,7 @@ async def add_object(
     content_type: str | None,
     filename: str | None,
 ) -> None:
-    validate_key(key)
+    _require_key(key, settings.media_prefix)
     _require_text("--owner", owner_id)
     if content_type is not None and not _MEDIA_TYPE.fullmatch(content_type):
         raise UsageError(
@@ -90,6 +90,7 @@ async def add_object(
 
 
 async def grant(settings: Settings, key: str, grantee_id: str, expires: str | None) -> None:
+    _require_key(key, settings.media_prefix)
     _require_text("--to", grantee_id)
     expires_at = parse_expiry(expires) if expires is not None else None
 
@@ -118,6 +119,7 @@ async def grant(settings: Settings, key: str, grantee_id: str, expires: str | No
 
 async def revoke(settings: Settings, key: str, grantee_id: str) -> bool:
     """Delete the grant; return False when there was none."""
+    _require_key(key, settings.media_prefix)
     connection = await connect(settings)
     try:
         status = await _schema_query(
@@ -194,6 +196,14 @@ async def _schema_query(method, query: str, *args):
         return await method(query, *args)
     except asyncpg.UndefinedTableError:
         raise UsageError("the media tables are missing; run `media-gateway migrate` first") from None
+
+
+def _require_key(key: str, prefix: str) -> None:
+    try:
+        validate_key(key, prefix)
+    except MalformedKey as error:
+        excerpt = key if len(key) <= 60 else key[:60] + "..."
+        raise UsageError(f"KEY {excerpt!r} is invalid: {error}") from None
 
 
 def _require_text(option: str, value: str) -> None:

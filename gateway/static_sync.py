@@ -121,7 +121,7 @@ def validate_prefix(prefix: str, media_prefix: str) -> str:
     if not prefix.endswith("/"):
         raise UsageError(f"--prefix {prefix!r} must end with /; use e.g. --prefix {prefix or 'static'}/")
     try:
-        validate_key(prefix[:-1])
+        validate_key(prefix[:-1], "")
     except MalformedKey as error:
         raise UsageError(f"--prefix {prefix!r} is invalid ({error}); use a key folder such as static/") from None
 
@@ -141,7 +141,7 @@ def scan_directory(directory: Path, prefix: str) -> list[LocalFile]:
     if not directory.is_dir():
         raise UsageError(f"DIR {str(directory)!r} is not a directory; give the directory collectstatic writes to")
 
-    files = [_hash_file(path, prefix + _relative_key(directory, path)) for path in _walk(directory)]
+    files = [_hash_file(path, prefix + _relative_key(directory, path, prefix)) for path in _walk(directory)]
     return sorted(files, key=lambda local: local.key)
 
 
@@ -153,10 +153,10 @@ def _walk(directory: Path) -> Iterable[Path]:
                 yield path
 
 
-def _relative_key(directory: Path, path: Path) -> str:
+def _relative_key(directory: Path, path: Path, prefix: str) -> str:
     relative = path.relative_to(directory).as_posix()
     try:
-        validate_key(relative)
+        validate_key(relative, prefix)
     except MalformedKey as error:
         raise UsageError(f"file {str(path)!r} cannot be an S3 key ({error}); rename it") from None
     return relative

@@ -5,11 +5,14 @@ from collections.abc import Callable, Iterator
 import asyncpg
 import boto3
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
 
 from gateway.admin import schema_sql
 from gateway.app import create_app
 from gateway.errors import GatewayError
+from gateway.protocol import GatewayRunner
 from gateway.sessions.cookie import issue_token
 from gateway.settings import Settings, load_settings
 
@@ -97,6 +100,13 @@ async def db(postgres: Postgres):
     await connection.close()
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server on the runner `media-gateway serve` uses, so parser errors get the same JSON body."""
+
+    async def _make_runner(self, **kwargs) -> web.AppRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 def start_gateway(aiohttp_client, gateway_env) -> Callable:
     """Start the real app on a local port; returns an aiohttp test client bound to it."""
@@ -104,7 +114,7 @@ def start_gateway(aiohttp_client, gateway_env) -> Callable:
     async def start(**overrides: str):
         env = {**gateway_env, **overrides}
         settings: Settings = load_settings(env, require=("DATABASE_URL", "S3_BUCKET", "SESSION_SECRET"))
-        return await aiohttp_client(create_app(settings))
+        return await aiohttp_client(GatewayTestServer(create_app(settings)))
 
     return start
 

@@ -1,6 +1,8 @@
 """The gateway's side of the nginx modes: X-Accel-Redirect responses and the auth_request endpoint."""
 
 
+from urllib.parse import quote
+
 import aiohttp
 import pytest
 from yarl import URL
@@ -151,6 +153,34 @@ async def test_auth_endpoint_rejects_malformed_key(start_gateway, stored, token)
     response = await client.get("/auth/media/docs//report.pdf", headers=headers)
     assert response.status == 400
     assert (await response.json())["error"] == "malformed_key"
+
+
+async def test_auth_endpoint_rejects_key_over_limit(start_gateway, db, token):
+    # With the default MEDIA_PREFIX (6 bytes) this key makes a 1025-byte S3 key.
+    key = "k" * 1017 + "é"
+    await db.execute("INSERT INTO media_objects (key, owner_id) VALUES ($1, $2)", key, OWNER)
+    client = await start_gateway()
+
+    headers = {"Authorization": f"Bearer {token(OWNER)}"}
+    response = await client.get(f"/auth/media/{quote(key)}", headers=headers)
+    body = await response.json()
+
+    assert response.status == 400
+    assert body["error"] == "malformed_key"
+    assert "X-Media-Url" not in response.headers
+
+
+async def test_auth_endpoint_rejects_invalid_utf8_download(start_gateway, stored, token):
+    client = await start_gateway()
+
+    headers = {"Authorization": f"Bearer {token(OWNER)}"}
+    response = await client.get(URL(f"/auth/media/{KEY}?download=%FF.pdf", encoded=True), headers=headers)
+    body = await response.json()
+
+    assert response.status == 400
+    assert body["error"] == "invalid_option"
+    assert "download" in body["message"]
+    assert "X-Media-Url" not in response.headers
 
 
 async def test_auth_endpoint_rejects_format_json(start_gateway, stored, token):

@@ -539,6 +539,51 @@ class TestObjectsRevoke:
         assert "nothing to revoke" in result.stdout
 
 
+class TestObjectKeyLimit:
+    """S3 object keys are at most 1024 UTF-8 bytes, MEDIA_PREFIX included. Each key here ends in a two-byte letter."""
+
+    @pytest.mark.parametrize("prefix, key", [("media/", "k" * 1016 + "é"), ("tenants/é/", "k" * 1011 + "é")])
+    async def test_add_full_key_of_1024_bytes(self, cli_env, db, prefix, key):
+        result = await run_cli({**cli_env, "MEDIA_PREFIX": prefix}, "objects", "add", key, "--owner", OWNER)
+
+        assert len((prefix + key).encode()) == 1024
+        assert result.returncode == 0, result
+        assert await db.fetchval("SELECT count(*) FROM media_objects WHERE key = $1", key) == 1
+
+    @pytest.mark.parametrize(
+        "prefix, key, limit", [("media/", "k" * 1017 + "é", 1018), ("tenants/é/", "k" * 1012 + "é", 1013)]
+    )
+    async def test_add_full_key_of_1025_bytes_rejected(self, cli_env, db, prefix, key, limit):
+        result = await run_cli({**cli_env, "MEDIA_PREFIX": prefix}, "objects", "add", key, "--owner", OWNER)
+
+        line = assert_one_line_error(result)
+        assert len((prefix + key).encode()) == 1025
+        assert "KEY 'kkkk" in line
+        assert f"over the limit of {limit} bytes" in line
+        assert await db.fetchval("SELECT count(*) FROM media_objects") == 0
+
+    async def test_grant_over_limit_rejected(self, cli_env, db):
+        key = "k" * 1017 + "é"
+        await db.execute("INSERT INTO media_objects (key, owner_id) VALUES ($1, $2)", key, OWNER)
+
+        result = await run_cli(cli_env, "objects", "grant", key, "--to", FRIEND)
+
+        line = assert_one_line_error(result)
+        assert "over the limit of 1018 bytes" in line
+        assert await db.fetchval("SELECT count(*) FROM media_grants") == 0
+
+    async def test_revoke_over_limit_rejected(self, cli_env, db):
+        key = "k" * 1017 + "é"
+        await db.execute("INSERT INTO media_objects (key, owner_id) VALUES ($1, $2)", key, OWNER)
+        await db.execute("INSERT INTO media_grants (key, grantee_id) VALUES ($1, $2)", key, FRIEND)
+
+        result = await run_cli(cli_env, "objects", "revoke", key, "--to", FRIEND)
+
+        line = assert_one_line_error(result)
+        assert "over the limit of 1018 bytes" in line
+        assert await db.fetchval("SELECT count(*) FROM media_grants") == 1
+
+
 class TestMigrate:
     async def test_fresh_database(self, cli_env, empty_database):
         result = await run_cli({**cli_env, "DATABASE_URL": empty_database}, "migrate")

@@ -85,7 +85,7 @@ def _decoded_key(target: bytes) -> str | None:
     if not path.startswith("/media/"):
         return None
     try:
-        return parse_key(path[len("/media/") :])
+        return parse_key(path[len("/media/") :], PREFIX)
     except MalformedKey:
         return None
 

@@ -314,15 +314,60 @@ async def test_malformed_key_before_login_redirect(start_gateway, db):
     assert response.status == 400
 
 
-@pytest.mark.parametrize(
-    "key",
-    ["k" * 1024, "é" * 512, "日" * 341 + "k"],
-    ids=["1024 ASCII", "1024 bytes of two-byte letters", "1024 bytes of three-byte letters"],
-)
-async def test_key_of_1024_bytes_accepted(gateway, db, key):
-    await add_object(db, key, public=True)
-    response = await send(gateway, media_path(key))
+# S3 object keys are at most 1024 UTF-8 bytes, MEDIA_PREFIX included. Each case is a key that
+# fills the limit exactly and ends in a multi-byte letter; the same key with one more byte is over.
+CUSTOM_PREFIX = "tenants/é/"
+FULL_KEYS = {
+    "default prefix, two-byte letter": ("media/", "k" * 1016 + "é"),
+    "default prefix, three-byte letter": ("media/", "k" * 1015 + "日"),
+    "default prefix, four-byte letter": ("media/", "k" * 1014 + "😀"),
+    "custom prefix, two-byte letter": (CUSTOM_PREFIX, "k" * 1011 + "é"),
+    "custom prefix, three-byte letter": (CUSTOM_PREFIX, "k" * 1010 + "日"),
+    "empty prefix, two-byte letters": ("", "é" * 512),
+    "empty prefix, three-byte letter": ("", "k" * 1021 + "日"),
+}
+# The table's own check rejects keys over 1024 bytes, so only a prefix leaves room for a stored key that is too long.
+PREFIXED_FULL_KEYS = {name: case for name, case in FULL_KEYS.items() if case[0]}
+
+
+@pytest.mark.parametrize("prefix, key", FULL_KEYS.values(), ids=FULL_KEYS.keys())
+async def test_full_key_of_1024_bytes_accepted(start_gateway, db, token, prefix, key):
+    gateway = await start_gateway(MEDIA_PREFIX=prefix)
+    await add_object(db, key)
+
+    response = await send(gateway, media_path(key), bearer=token("alice"))
+
+    assert len((prefix + key).encode()) == 1024
     assert response.status == 302
+    assert verify(response.headers["Location"]).key == prefix + key
+
+
+@pytest.mark.parametrize("prefix, key", PREFIXED_FULL_KEYS.values(), ids=PREFIXED_FULL_KEYS.keys())
+async def test_full_key_of_1025_bytes_rejected(start_gateway, db, token, prefix, key):
+    gateway = await start_gateway(MEDIA_PREFIX=prefix)
+    long_key = "k" + key
+    await add_object(db, long_key)
+
+    response = await send(gateway, media_path(long_key), bearer=token("alice"))
+
+    assert len((prefix + long_key).encode()) == 1025
+    assert response.status == 400
+    assert response.json()["error"] == "malformed_key"
+    assert "Location" not in response.headers
+    assert response.headers["Cache-Control"] == "private, no-store"
+    assert response.headers["Vary"] == "Cookie, Authorization"
+    assert await db.fetchval("SELECT count(*) FROM media_objects WHERE key = $1", long_key) == 1
+
+
+async def test_full_key_limit_message(start_gateway, db):
+    gateway = await start_gateway(MEDIA_PREFIX=CUSTOM_PREFIX)
+
+    response = await send(gateway, media_path("k" * 1014))
+
+    message = response.json()["message"]
+    assert "1014 bytes" in message
+    assert "limit of 1013 bytes" in message
+    assert "1024 UTF-8 bytes including the 11-byte prefix" in message
 
 
 async def test_dot_names_inside_segment_accepted(gateway, db):

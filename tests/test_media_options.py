@@ -176,6 +176,68 @@ async def test_download_name_too_long(gateway, db, token):
     assert response.status == 400
 
 
+# Option values must be valid UTF-8 once percent-decoded. The check reads the raw query string.
+
+INVALID_UTF8_OPTIONS = {
+    "lone byte": ("/media/f/a.bin?download=%FF.pdf", "download"),
+    "truncated sequence": ("/media/f/a.bin?download=r%C3sum.pdf", "download"),
+    "overlong slash": ("/media/f/a.bin?download=a%C0%AFb.pdf", "download"),
+    "encoded surrogate": ("/media/f/a.bin?download=%ED%A0%80.pdf", "download"),
+    "second download": ("/media/f/a.bin?download=ok.pdf&download=%FF", "download"),
+    "encoded option name": ("/media/f/a.bin?d%6Fwnload=%FF", "download"),
+    "format": ("/media/f/a.bin?format=%FF", "format"),
+}
+
+
+@pytest.mark.parametrize("target, option", INVALID_UTF8_OPTIONS.values(), ids=INVALID_UTF8_OPTIONS.keys())
+async def test_invalid_utf8_option_400(gateway, db, token, target, option):
+    await add_object(db, "f/a.bin", filename="Report.pdf")
+
+    response = await send(gateway, target, bearer=token("alice"))
+    body = response.json()
+
+    assert response.status == 400
+    assert body == {"error": "invalid_option", "message": body["message"]}
+    assert f"The value of {option} is not valid UTF-8" in body["message"]
+    assert "%C3%A9" in body["message"]
+    assert "Location" not in response.headers
+    assert response.headers["Cache-Control"] == "private, no-store"
+    assert response.headers["Vary"] == "Cookie, Authorization"
+    assert await db.fetchval("SELECT filename FROM media_objects WHERE key = 'f/a.bin'") == "Report.pdf"
+
+
+async def test_invalid_utf8_option_anonymous_400(gateway, db):
+    await add_object(db, "f/a.bin")
+
+    response = await send(gateway, "/media/f/a.bin?download=%FF")
+
+    assert response.status == 400
+    assert response.json()["error"] == "invalid_option"
+
+
+# Query strings that were valid before the UTF-8 check keep their meaning.
+DOWNLOAD_NAMES = {
+    "plus is a space": ("?download=a+b.pdf", "a b.pdf"),
+    "encoded plus": ("?download=a%2Bb.pdf", "a+b.pdf"),
+    "encoded UTF-8": ("?download=r%C3%A9sum%C3%A9.pdf", "résumé.pdf"),
+    "encoded four-byte letter": ("?download=%F0%9F%8E%89.png", "🎉.png"),
+    "other parameter not UTF-8": ("?x=%FF&download=ok.pdf", "ok.pdf"),
+    "invalid escape kept": ("?download=100%zz.pdf", "100%zz.pdf"),
+    "empty value": ("?download=", "Report.pdf"),
+    "no equals sign": ("?download", "Report.pdf"),
+}
+
+
+@pytest.mark.parametrize("query, name", DOWNLOAD_NAMES.values(), ids=DOWNLOAD_NAMES.keys())
+async def test_download_name_decoding(gateway, db, token, query, name):
+    await add_object(db, "f/a.bin", filename="Report.pdf")
+
+    overrides = await signed_overrides(gateway, "/media/f/a.bin" + query, token("alice"))
+    _, _, encoded = parse_disposition(overrides["response-content-disposition"])
+
+    assert unquote(encoded, errors="strict") == name
+
+
 # JSON mode.
 
 

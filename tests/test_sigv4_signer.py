@@ -33,7 +33,7 @@ _KEY_ALPHABET = st.one_of(
 
 def _valid_key(text: str) -> bool:
     try:
-        validate_key(text)
+        validate_key(text, "")
     except MalformedKey:
         return False
     return True

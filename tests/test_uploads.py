@@ -1,6 +1,7 @@
 import asyncio
 import base64
 import json
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
@@ -284,6 +285,37 @@ async def test_malformed_complete_key(gateway, token):
 
     assert response.status == 400
     assert (await response.json())["error"] == "malformed_key"
+
+
+async def test_complete_key_over_limit(gateway, db, token):
+    # With the default MEDIA_PREFIX (6 bytes) this key makes a 1025-byte S3 key.
+    key = "k" * 1017 + "é"
+    await db.execute(
+        "INSERT INTO media_objects (key, owner_id, status, size, content_type)"
+        " VALUES ($1, 'alice', 'pending', 68, 'image/png')",
+        key,
+    )
+
+    response = await gateway.post(f"/media/uploads/{quote(key)}/complete", headers=bearer(token("alice")))
+    body = await response.json()
+
+    assert response.status == 400
+    assert body["error"] == "malformed_key"
+    assert "over the limit of 1018 bytes" in body["message"]
+    assert await db.fetchval("SELECT status FROM media_objects WHERE key = $1", key) == "pending"
+
+
+async def test_longest_upload_key_fits_longest_prefix(start_gateway, token):
+    prefix = "p" * 511 + "/"
+    gateway = await start_gateway(MEDIA_PREFIX=prefix)
+    filename = "s" * 300 + "." + "e" * 16
+
+    response = await declare(gateway, token("alice"), filename=filename, content_type="image/png", size=68)
+    body = await response.json()
+
+    assert response.status == 201
+    assert body["upload"]["fields"]["key"] == prefix + body["key"]
+    assert len((prefix + body["key"]).encode()) <= 1024
 
 
 async def test_anonymous_declare_unauthenticated(gateway, db):

@@ -4,7 +4,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from aiohttp import web
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 ALLOWED_METHODS = "GET, HEAD"
 MAX_DOWNLOAD_NAME_BYTES = 1024
+# The query parameters this handler reads.
+OPTION_NAMES = ("download", "format")
 # The browser may reuse a redirect until this many seconds before its URL expires.
 MAX_AGE_MARGIN = 60
 
@@ -60,7 +62,7 @@ async def authorize(
     caller always gets 401, never a redirect to LOGIN_URL.
     """
     try:
-        key = parse_key(_raw_key(request, route))
+        key = parse_key(_raw_key(request, route), request.app[state.SETTINGS].media_prefix)
         options = _read_options(request, same_origin)
     except MalformedKey as error:
         record_decision(request, "malformed")
@@ -131,6 +133,7 @@ def _read_options(request: web.Request, same_origin: bool) -> _Options:
         # No query string, so only the Accept header can ask for JSON.
         return _Options(download=None, json=_accepts_json_only(request.headers.get("Accept", "")))
 
+    _require_utf8_options(urlsplit(request.raw_path).query)
     query = request.query
 
     download = query.get("download")
@@ -151,6 +154,31 @@ def _read_options(request: web.Request, same_origin: bool) -> _Options:
 
 def _accepts_json_only(accept: str) -> bool:
     return accepts(accept, "application/json") and not accepts(accept, "text/html")
+
+
+def _require_utf8_options(raw_query: str) -> None:
+    """Raise _BadOption when an option's value is not valid UTF-8 once percent-decoded.
+
+    request.query (yarl) replaces such bytes with U+FFFD, which would then be signed into
+    Content-Disposition. So this reads the raw query string with yarl's rules: fields are
+    split on "&", "+" is a space, and a field without "=" has an empty value.
+    """
+    for field in raw_query.split("&"):
+        raw_name, _, raw_value = field.partition("=")
+        name = _decode_query_part(raw_name)
+        if name in OPTION_NAMES and _decode_query_part(raw_value) is None:
+            raise _BadOption(
+                f"The value of {name} is not valid UTF-8 once percent-decoded; "
+                "send it as percent-encoded UTF-8, such as %C3%A9 for é."
+            )
+
+
+def _decode_query_part(raw: str) -> str | None:
+    """Return a query field's name or value decoded as yarl does it, or None when it is not valid UTF-8."""
+    try:
+        return unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
+    except UnicodeError:
+        return None
 
 
 def _disposition(media: MediaObject, download: str | None) -> str | None:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .. import state
 from ..errors import BackendUnavailable, MalformedKey
-from ..keys import parse_key
+from ..keys import parse_key, validate_key
 from ..observability import record_error
 from ..responses import json_error, media_headers
 from ..upload_store import find_upload, mark_ready, register_pending
@@ -35,7 +35,7 @@ async def handle_create_upload(request: web.Request) -> web.Response:
 
 async def handle_complete_upload(request: web.Request) -> web.Response:
     try:
-        key = parse_key(_raw_upload_key(request))
+        key = parse_key(_raw_upload_key(request), request.app[state.SETTINGS].media_prefix)
     except MalformedKey as error:
         return json_error(400, "malformed_key", f"Invalid media key: {error}.", media_headers())
 
@@ -65,6 +65,8 @@ async def _create(request: web.Request) -> web.Response:
         )
 
     key = new_upload_key(declaration.filename)
+    # The picked key has at most 158 bytes and MEDIA_PREFIX at most 512, so this only guards a later change to either.
+    validate_key(key, settings.media_prefix)
     form = await presign_upload_form(
         request.app[state.S3].signing,
         settings.s3_bucket,
