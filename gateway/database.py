@@ -141,6 +141,19 @@ async def _release(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
         log.info("closed a pooled connection that failed to reset", extra={"reason": _describe(error)})
 
 
+async def prepare(connection: asyncpg.Connection, query: str) -> asyncpg.prepared_stmt.PreparedStatement:
+    """Prepare `query` to read its parameter and column types, holding no lock afterwards.
+
+    asyncpg 0.32 ends a prepare with Flush rather than Sync, so PostgreSQL keeps the implicit
+    transaction open, with an AccessShareLock on every table the query reads, until the
+    connection's next statement. Pooled connections skip asyncpg's reset, so an idle one would
+    keep those locks and block DDL on the backend's tables, such as a Django migration. The
+    transaction's COMMIT ends that implicit transaction.
+    """
+    async with connection.transaction():
+        return await connection.prepare(query)
+
+
 def waiting(pool: asyncpg.Pool) -> int:
     """Return how many callers are waiting for a connection from `pool`."""
     return _waiting.get(pool, 0)

@@ -172,7 +172,7 @@ class QueryShape:
 async def inspect_query(connection: asyncpg.Connection, query: str) -> QueryShape:
     """Prepare OWNERSHIP_QUERY and check its parameters and columns; raise ConfigError naming the fix."""
     try:
-        statement = await connection.prepare(query)
+        statement = await database.prepare(connection, query)
     except asyncpg.PostgresError as error:
         if isinstance(error, database.UNAVAILABLE_ERRORS):
             raise

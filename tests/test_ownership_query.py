@@ -5,6 +5,7 @@ import subprocess
 import sys
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import pytest
 
 from gateway.errors import ConfigError
@@ -201,3 +202,15 @@ def test_serve_reports_bad_query_in_one_line(gateway_env):
     assert lines[-1].startswith("media-gateway: error: OWNERSHIP_QUERY: the query returns no owner_id column")
     assert "Traceback" not in result.stderr
     assert "Unclosed" not in result.stderr
+
+
+async def test_start_leaves_media_table_unlocked(start_gateway, db, postgres):
+    await start_gateway(OWNERSHIP_QUERY="SELECT owner_id FROM media_objects WHERE key = $1")
+    connection = await asyncpg.connect(postgres.url)
+    try:
+        await connection.execute("SET lock_timeout = '2s'")
+        async with connection.transaction():
+            # A migration takes this lock; an idle pooled connection must not make it wait.
+            await connection.execute("LOCK TABLE media_objects IN ACCESS EXCLUSIVE MODE")
+    finally:
+        await connection.close()

@@ -171,7 +171,7 @@ async def inspect_tables(connection: asyncpg.Connection, user_table: Sequence[st
 
 
 async def _inspect_tables(connection: asyncpg.Connection, table_name: str, table_sql: str) -> UserTable:
-    await connection.prepare(_FIND_SESSION)
+    await database.prepare(connection, _FIND_SESSION)
 
     columns = await connection.fetch(_TABLE_COLUMNS, table_sql)
     names = {row["name"] for row in columns}
@@ -188,7 +188,7 @@ async def _inspect_tables(connection: asyncpg.Connection, table_name: str, table
     has_is_active = "is_active" in names
     selected = "password, is_active" if has_is_active else "password"
     query = f"SELECT {selected} FROM {table_sql} WHERE {_quote_identifier(primary_key[0])} = $1"
-    statement = await connection.prepare(query)
+    statement = await database.prepare(connection, query)
 
     id_type = statement.get_parameters()[0].name
     if id_type not in _ID_CONVERTERS:

@@ -424,3 +424,21 @@ async def test_session_key_and_secret_not_logged(start_django_gateway, django_si
     assert session_key not in caplog.text
     assert SECRET_KEY not in caplog.text
     assert data.rsplit(":", 1)[-1] not in caplog.text
+
+
+@pytest.mark.parametrize("ownership_query", [OWNERSHIP_QUERY, None])
+async def test_start_leaves_no_table_locked(start_gateway, django_site, postgres, ownership_query):
+    env = {"SESSION_BACKEND": "django", "DJANGO_SECRET_KEY": SECRET_KEY}
+    if ownership_query:
+        env["OWNERSHIP_QUERY"] = ownership_query
+    await start_gateway(**env)
+
+    connection = await asyncpg.connect(postgres.url)
+    try:
+        await connection.execute("SET lock_timeout = '2s'")
+        for table in ("auth_user", "django_session", "videos_video"):
+            # A migration in the backend takes this lock; the gateway's idle connections must not make it wait.
+            async with connection.transaction():
+                await connection.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    finally:
+        await connection.close()
