@@ -6,7 +6,6 @@ signers sign for a made-up endpoint and nothing is sent anywhere.
 
 import asyncio
 import io
-import logging
 import os
 import time
 import timeit
@@ -20,7 +19,8 @@ from cryptography.fernet import Fernet
 from gateway.decisions import DecisionCache
 from gateway.disposition import content_disposition
 from gateway.keys import parse_key
-from gateway.logs import RedactingFormatter
+from gateway.logs import BufferedLineHandler, LogfmtFormatter
+from gateway.metrics import Metrics
 from gateway.ownership import MediaObject
 from gateway.s3 import Presigner
 from gateway.sessions.cookie import CookieSessionBackend, issue_token
@@ -100,16 +100,26 @@ async def _measure() -> list[tuple[str, float]]:
             "presign: URL reused within the stable window", lambda: _drive(reusing.presign(KEY, "GET", disposition))
         )
 
-    handler = logging.StreamHandler(io.StringIO())
-    handler.setFormatter(RedactingFormatter("%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s"))
-    logger = logging.getLogger("bench.request")
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    measure(
-        "request log line (to memory)",
-        lambda: logger.info("method=%s path=%s status=%d user=%s duration_ms=%.1f", "GET", "/media/a", 302, "u", 0.4),
-    )
+    # The request line as `serve` writes it: formatted without a LogRecord, then queued for the turn's write().
+    line_handler = BufferedLineHandler(io.StringIO())
+    fields = {
+        "method": "GET",
+        "path": "/media/user-1/photo%201.jpg",
+        "status": 302,
+        "user": "user-1",
+        "duration_ms": 0.4,
+        "request_id": "0123456789abcdef0000000000000001",
+        "remote": "127.0.0.1",
+        "decision": "allowed",
+    }
+
+    def request_line() -> None:
+        line_handler.write_line(LogfmtFormatter.format_line(time.time(), "INFO", "gateway.request", "request", fields))
+
+    measure("request log line (formatted and queued)", request_line)
+
+    metrics = Metrics()
+    measure("metrics: count one request and its latency", lambda: metrics.count("/media/{tail}", "GET", 302, 0.0004))
     return results
 
 

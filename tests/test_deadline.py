@@ -63,7 +63,10 @@ async def test_locked_table_recovers_after_release(gateway, db, postgres, token)
     assert after.status == 302
 
 
-async def test_pool_waiting_visible_in_metrics(gateway, db, postgres, token):
+async def test_pool_waiting_visible_in_metrics(start_gateway, db, postgres, token):
+    # Lookups in the gateway's own tables that arrive together share one query and one connection,
+    # so the requests go through OWNERSHIP_QUERY, which runs a query per request.
+    gateway = await start_gateway(OWNERSHIP_QUERY="SELECT owner_id FROM media_objects WHERE key = $1")
     await db.execute("INSERT INTO media_objects (key, owner_id) VALUES ('a.jpg', 'alice')")
     locker = await _lock_media_table(postgres.url)
     try:

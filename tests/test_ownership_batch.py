@@ -5,6 +5,7 @@ import datetime
 
 import asyncpg
 
+from gateway import state
 from gateway.ownership import MAX_BATCH_SIZE, TableOwnership
 
 PAST = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
@@ -124,3 +125,28 @@ async def test_concurrent_requests_get_own_answers(start_gateway, db, token):
     statuses = await asyncio.gather(*(status(key, user) for key, user in requests))
 
     assert statuses == [expected[request] for request in requests]
+
+
+async def test_blocked_batch_holds_one_connection(start_gateway, db, postgres, token):
+    await db.execute("INSERT INTO media_objects (key, owner_id) VALUES ('a.jpg', 'alice')")
+    client = await start_gateway(DECISION_CACHE_SIZE="0")
+    pool = client.server.app[state.POOL]
+    locker = await asyncpg.connect(postgres.url)
+    await locker.execute("BEGIN; LOCK TABLE media_objects IN ACCESS EXCLUSIVE MODE")
+    try:
+        requests = [
+            asyncio.ensure_future(
+                client.get("/media/a.jpg", headers={"Authorization": f"Bearer {token('alice')}"}, allow_redirects=False)
+            )
+            for _ in range(12)
+        ]
+        await asyncio.sleep(0.5)
+        in_use = pool.get_size() - pool.get_idle_size()
+    finally:
+        await locker.close()
+    responses = await asyncio.gather(*requests)
+
+    # Twelve requests sent together wait on one blocked query, not on twelve.
+    assert in_use < 12
+    assert in_use <= 3
+    assert [response.status for response in responses] == [302] * 12
