@@ -1,25 +1,22 @@
 """Gather the lookups of one event-loop turn into one query.
 
 Under load many requests reach their lookup in the same turn of the loop. Sent one by
-one, each pays a pool checkout, a protocol round trip and a statement execution of its
-own; sent together, they share all three. A lookup waits at most until the end of the
-turn it was made in, or, while every pool connection is busy, until one is free, which
-it would have waited for anyway.
+one, each pays for a pool checkout, a protocol round trip and a statement execution.
+Sent together, they share all three. A lookup waits until the end of the turn it was
+made in, and while every pool connection is busy, until one is free, which it would
+have waited for anyway.
 """
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
-
-log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 class Batcher(Generic[Item, Result]):
-    """Run `run_batch` on the items submitted in one loop turn; it returns one result per item, in order."""
+    """Run `run_batch` on the items submitted in one loop turn; `run_batch` returns one result per item, in order."""
 
     def __init__(self, run_batch: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], max_size: int) -> None:
         self._run_batch = run_batch

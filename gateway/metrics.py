@@ -68,7 +68,7 @@ class _Latency:
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        # A value equal to a bound belongs to that bound's bucket, as Prometheus's "le" says.
+        # A value equal to a bound belongs to that bound's bucket, as Prometheus defines "le" (less than or equal).
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
 

@@ -67,8 +67,8 @@ def settle_heap() -> None:
 
     gc.freeze() moves every object alive now into a permanent generation, so the full collections
     that run under load no longer walk the libraries' start-up objects and pause for less time.
-    glibc's malloc_trim() releases the free pages left by parsing botocore's service models (about
-    2 MB on CPython 3.11 with botocore 1.43); other C libraries have no such call and skip it.
+    glibc's malloc_trim() releases the free pages left by parsing botocore's service models, about
+    2 MB on CPython 3.11 with botocore 1.43. Other C libraries have no such call, so they skip it.
     """
     gc.collect()
     gc.freeze()

@@ -14,6 +14,7 @@ import hmac
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from botocore.credentials import Credentials, RefreshableCredentials
@@ -57,7 +58,10 @@ class QuerySigner:
         self._signing_keys: dict[tuple[str, str], bytes] = {}
 
         # The token goes into every URL and every canonical query, so encode it once.
-        self._token_param = "" if session_token is None else "&X-Amz-Security-Token=" + _encode(session_token)
+        self._encoded_token = "" if session_token is None else _encode(session_token)
+        self._token_param = "" if session_token is None else "&X-Amz-Security-Token=" + self._encoded_token
+        # Stable URLs share a signing time, so most requests reuse the previous request's dated parts.
+        self._last_dated: _Dated | None = None
 
     def presign(
         self,
@@ -77,30 +81,60 @@ class QuerySigner:
         if method not in METHODS:
             raise ValueError(f"method {method!r} cannot be signed here; use GET or HEAD")
 
+        dated = self._dated(signed_at, expires)
+        path = self._path_prefix + quote(key, safe=_PATH_SAFE)
+
+        encoded_params = [(_encode(name), _encode(value)) for name, value in response_params]
+        operation_query = "".join(f"{name}={value}&" for name, value in encoded_params)
+        query = operation_query + dated.auth_query
+
+        # The canonical query sorts the (name, value) pairs. The response-* overrides sort after every
+        # X-Amz-* name, so the sorted auth part, kept in _Dated, comes first without a merge.
+        encoded_params.sort()
+        if not encoded_params:
+            canonical_query = dated.canonical_auth_query
+        elif encoded_params[0] > dated.auth_pairs[-1]:
+            canonical_query = dated.canonical_auth_query + "&" + _join_pairs(encoded_params)
+        else:
+            canonical_query = _join_pairs(sorted(dated.auth_pairs + encoded_params))
+
+        canonical_request = f"{method}\n{path}\n{canonical_query}\nhost:{self._host}\n\nhost\n{UNSIGNED_PAYLOAD}"
+        string_to_sign = dated.string_to_sign_head + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
+        signature = hmac.digest(dated.signing_key, string_to_sign.encode("utf-8"), "sha256").hex()
+        return f"{self._base_url}{path[len(self._path_prefix) :]}?{query}&X-Amz-Signature={signature}"
+
+    def _dated(self, signed_at: int, expires: int) -> "_Dated":
+        """Return the parts that depend only on the signing time and lifetime; the last ones are kept."""
+        dated = self._last_dated
+        if dated is not None and dated.signed_at == signed_at and dated.expires == expires:
+            return dated
+
         timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(signed_at))
         date = timestamp[:8]
         scope = f"{date}/{self._region}/{SERVICE}/aws4_request"
-        path = self._path_prefix + quote(key, safe=_PATH_SAFE)
+        auth_params = [
+            ("X-Amz-Algorithm", ALGORITHM),
+            ("X-Amz-Credential", f"{_encode(self._access_key)}%2F{_encode(scope)}"),
+            ("X-Amz-Date", timestamp),
+            ("X-Amz-Expires", str(expires)),
+            ("X-Amz-SignedHeaders", "host"),
+        ]
+        auth_query = "&".join(f"{name}={value}" for name, value in auth_params) + self._token_param
+        if self._token_param:
+            auth_params.append(("X-Amz-Security-Token", self._encoded_token))
+        auth_params.sort()
 
-        operation_query = "".join(f"{_encode(name)}={_encode(value)}&" for name, value in response_params)
-        auth_query = (
-            f"X-Amz-Algorithm={ALGORITHM}"
-            f"&X-Amz-Credential={_encode(self._access_key)}%2F{_encode(scope)}"
-            f"&X-Amz-Date={timestamp}"
-            f"&X-Amz-Expires={expires}"
-            f"&X-Amz-SignedHeaders=host"
-            f"{self._token_param}"
+        dated = _Dated(
+            signed_at=signed_at,
+            expires=expires,
+            auth_query=auth_query,
+            auth_pairs=auth_params,
+            canonical_auth_query=_join_pairs(auth_params),
+            string_to_sign_head=f"{ALGORITHM}\n{timestamp}\n{scope}\n",
+            signing_key=self._signing_key(date),
         )
-        query = operation_query + auth_query
-
-        canonical_request = "\n".join(
-            (method, path, _canonical_query(query), f"host:{self._host}\n", "host", UNSIGNED_PAYLOAD)
-        )
-        string_to_sign = "\n".join(
-            (ALGORITHM, timestamp, scope, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest())
-        )
-        signature = hmac.digest(self._signing_key(date), string_to_sign.encode("utf-8"), "sha256").hex()
-        return f"{self._base_url}{path[len(self._path_prefix) :]}?{query}&X-Amz-Signature={signature}"
+        self._last_dated = dated
+        return dated
 
     def _signing_key(self, date: str) -> bytes:
         cache_key = (date, self._region)
@@ -111,6 +145,19 @@ class QuerySigner:
                 self._signing_keys.clear()
             self._signing_keys[cache_key] = signing_key
         return signing_key
+
+
+@dataclass(frozen=True)
+class _Dated:
+    """The parts of a presigned URL fixed by its signing time and lifetime."""
+
+    signed_at: int
+    expires: int
+    auth_query: str  # The X-Amz-* parameters as the URL carries them.
+    auth_pairs: list[tuple[str, str]]  # The same as encoded (name, value) pairs, sorted.
+    canonical_auth_query: str  # The same, sorted by name for the canonical request.
+    string_to_sign_head: str  # Algorithm, timestamp and scope lines.
+    signing_key: bytes
 
 
 async def signer_like_botocore(client, credentials, bucket: str, key_prefix: str, ttl: int) -> QuerySigner | None:
@@ -203,9 +250,7 @@ def _encode(value: str) -> str:
     return quote(value, safe=_QUERY_SAFE)
 
 
-def _canonical_query(query: str) -> str:
-    pairs = [pair.partition("=")[::2] for pair in query.split("&")]
-    pairs.sort()
+def _join_pairs(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{name}={value}" for name, value in pairs)
 
 

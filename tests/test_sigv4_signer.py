@@ -20,6 +20,7 @@ from gateway.s3 import Presigner
 from gateway.sigv4 import QuerySigner, signer_like_botocore
 
 from .conftest import ACCESS_KEY, BUCKET, SECRET_KEY
+from .sigv4 import verify_presigned_url
 
 _SESSION = get_session()
 _OPERATIONS = {"GET": "get_object", "HEAD": "head_object"}
@@ -208,3 +209,31 @@ async def test_fast_head_url_accepted_by_moto(moto, s3):
     # NOTE: moto's server does not check presigned signatures, so this proves only the URL's form.
     # The comparison with botocore above proves the signature.
     assert length == "5"
+
+
+@pytest.mark.parametrize(
+    "response_params",
+    [
+        [("response-content-type", "image/png"), ("response-content-disposition", "inline")],
+        # Names that sort before or among the X-Amz-* ones, which the canonical query must merge.
+        [("A-custom", "1"), ("response-content-type", "text/plain")],
+        [("X-Amz-Abc", "2")],
+        [("X-Amz-Zz", "3"), ("Y", "4")],
+    ],
+)
+@pytest.mark.parametrize("session_token", [None, "token/with+reserved=chars"])
+def test_signature_holds_for_any_parameter_order(response_params, session_token):
+    signer = QuerySigner("http://127.0.0.1:9/bucket/", "eu-west-1", "AKIDEXAMPLE", "secret", session_token)
+    signed_at = int(datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC).timestamp())
+
+    url = signer.presign("media/a b.jpg", "GET", 600, signed_at, response_params)
+
+    verify_presigned_url(
+        url,
+        method="GET",
+        bucket="bucket",
+        access_key="AKIDEXAMPLE",
+        secret_key="secret",
+        region="eu-west-1",
+        now=datetime.datetime(2026, 12, 4, 12, 1, tzinfo=datetime.UTC),
+    )
