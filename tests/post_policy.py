@@ -1,9 +1,10 @@
 """An independent check of S3 POST forms signed with SigV4, because moto's server accepts any POST.
 
-The rules follow AWS's "POST Policy" page of the Amazon S3 API Reference (browser-based
-uploads with Signature Version 4): the form carries a base64 JSON policy with an
-`expiration` and a list of `conditions`, and `x-amz-signature` is the hex HMAC-SHA256
-of that base64 text under the SigV4 signing key for the credential's date and region.
+The rules follow the "POST Policy" page of AWS's Amazon S3 API Reference, which covers
+browser-based uploads with Signature Version 4. The form carries a base64 JSON policy
+with an `expiration` and a list of `conditions`. Its `x-amz-signature` is the hex
+HMAC-SHA256 of that base64 text under the SigV4 signing key for the credential's date
+and region.
 Every form field except `file`, `policy`, `x-amz-signature` and names starting with
 `x-ignore-` must be named by at least one condition, and every condition must hold.
 Like tests/sigv4.py, it uses neither botocore nor the gateway's code.
@@ -20,7 +21,7 @@ from .sigv4 import ALGORITHM, AMZ_DATE_FORMAT, SERVICE, TERMINATOR, signing_key
 
 UNCOVERED_FIELDS = ("file", "policy", "x-amz-signature")
 IGNORED_PREFIX = "x-ignore-"
-SIGNATURE_FIELDS = ("x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-signature")
+REQUIRED_FIELDS = ("policy", "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-signature")
 
 
 class PolicyError(AssertionError):
@@ -37,9 +38,9 @@ def verify_post_form(
     region: str,
     now: datetime.datetime,
 ) -> None:
-    """Check a POST form's signature, expiry and conditions for a file of `file_size` bytes; raise PolicyError."""
+    """Check a POST form's signature, expiry and conditions for a file of `file_size` bytes, or raise PolicyError."""
     form = _lower_case_names(fields)
-    for name in ("policy", *SIGNATURE_FIELDS):
+    for name in REQUIRED_FIELDS:
         _expect(name in form, f"the form has no {name!r} field")
 
     _verify_signature(form, access_key, secret_key, region)
@@ -66,9 +67,9 @@ def _needs_condition(name: str) -> bool:
 
 
 def _lower_case_names(fields: dict[str, str]) -> dict[str, str]:
-    # NOTE: the field names are compared case-insensitively, as the brief for this checker asks. The
-    # "POST Policy" page excerpts read here do not state that rule, and aws/aws-sdk-php issue 3291
-    # reports S3 rejecting an x-amz-security-token condition whose case differs from the form field's.
+    # NOTE: field names compare case-insensitively, but the "POST Policy" page does not say so. An
+    # aws/aws-sdk-php issue on PostObjectV4 reports S3 rejecting a form whose x-amz-security-token
+    # condition and field differ only in case, so real S3 may be stricter than this check.
     form = {}
     for name, value in fields.items():
         lowered = name.lower()

@@ -166,7 +166,7 @@ def _expires(value: str, max_expires: int) -> int:
 
 
 def signing_key(secret_key: str, day: str, region: str) -> bytes:
-    """Derive the SigV4 signing key for S3 on `day` (YYYYMMDD) in `region`; POST policies use it too."""
+    """Derive the SigV4 signing key for S3 on `day` (YYYYMMDD) in `region`, for query strings and POST policies."""
     key = ("AWS4" + secret_key).encode()
     for part in (day, region, SERVICE, TERMINATOR):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
