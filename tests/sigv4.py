@@ -94,7 +94,7 @@ def verify_presigned_url(
     string_to_sign = "\n".join(
         [ALGORITHM, params["X-Amz-Date"], scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )
-    expected = hmac.new(_signing_key(secret_key, day, region), string_to_sign.encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(signing_key(secret_key, day, region), string_to_sign.encode(), hashlib.sha256).hexdigest()
     _expect(hmac.compare_digest(expected, params.get("X-Amz-Signature", "")), "the signature does not match")
 
     return PresignedRequest(
@@ -165,7 +165,8 @@ def _expires(value: str, max_expires: int) -> int:
     return seconds
 
 
-def _signing_key(secret_key: str, day: str, region: str) -> bytes:
+def signing_key(secret_key: str, day: str, region: str) -> bytes:
+    """Derive the SigV4 signing key for S3 on `day` (YYYYMMDD) in `region`, for query strings and POST policies."""
     key = ("AWS4" + secret_key).encode()
     for part in (day, region, SERVICE, TERMINATOR):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
