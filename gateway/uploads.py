@@ -179,10 +179,11 @@ def _ascii_slug(text: str) -> str:
 async def presign_upload_form(
     client, bucket: str, object_key: str, declaration: UploadDeclaration, ttl: int
 ) -> UploadForm:
-    """Sign a POST form that accepts exactly one object: this key, this content type, 1 to `size` bytes."""
+    """Sign a POST form that accepts exactly one object: this key, this content type, exactly `size` bytes."""
+    # A browser sends the whole file, whose length it declared, so S3 itself rejects any other length.
     conditions = [
         {"Content-Type": declaration.content_type},
-        ["content-length-range", 1, declaration.size],
+        ["content-length-range", declaration.size, declaration.size],
     ]
 
     # Taken before signing, so the form is valid at least until this time.

@@ -111,9 +111,10 @@ async def test_tampered_policy_rejected(checked_gateway, token, db, s3):
     ("data", "message"),
     [
         (PNG + b"x", f"{len(PNG) + 1} bytes, over the content-length-range maximum {len(PNG)}"),
-        (b"", "0 bytes, under the content-length-range minimum 1"),
+        (PNG[:-1], f"{len(PNG) - 1} bytes, under the content-length-range minimum {len(PNG)}"),
+        (b"", f"0 bytes, under the content-length-range minimum {len(PNG)}"),
     ],
-    ids=["over-max", "under-min"],
+    ids=["over-max", "under-min", "empty"],
 )
 async def test_file_outside_declared_size_rejected(checked_gateway, token, db, s3, data, message):
     alice = token("alice")

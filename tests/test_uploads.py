@@ -136,7 +136,7 @@ async def test_form_policy_binds_type_and_size(gateway, token):
     conditions = policy(declared["upload"])["conditions"]
 
     assert {"Content-Type": "image/png"} in conditions
-    assert ["content-length-range", 1, 500] in conditions
+    assert ["content-length-range", 500, 500] in conditions
     assert {"key": "media/" + declared["key"]} in conditions
     assert {"bucket": BUCKET} in conditions
 
@@ -185,6 +185,21 @@ async def test_oversized_object_rejected_at_complete(gateway, token, db):
     assert response.status == 409
     assert body["error"] == "size_mismatch"
     assert "11 bytes" in body["message"]
+    assert await db.fetchval("SELECT status FROM media_objects WHERE key = $1", declared["key"]) == "pending"
+
+
+async def test_smaller_object_rejected_at_complete(gateway, token, db):
+    alice = token("alice")
+    declared = await declare_png(gateway, alice, size=10)
+
+    # The policy's range starts at 1 byte, so S3 accepts a shorter file; complete compares the exact size.
+    assert await post_form(declared["upload"], b"x" * 9) == 204
+    response = await complete(gateway, alice, declared["key"])
+    body = await response.json()
+
+    assert response.status == 409
+    assert body["error"] == "size_mismatch"
+    assert "9 bytes" in body["message"]
     assert await db.fetchval("SELECT status FROM media_objects WHERE key = $1", declared["key"]) == "pending"
 
 

@@ -156,7 +156,8 @@ def _mismatch(
     """Return an (error code, message) pair when the stored object breaks the declaration, else None."""
     if stored is None:
         return "upload_missing", "The bucket has no object for this upload yet; post the file with the form first."
-    if stored.size < 1 or (declared_size is not None and stored.size > declared_size):
+    # A row from before the size column has no declared size; then only an empty object is rejected.
+    if stored.size < 1 or (declared_size is not None and stored.size != declared_size):
         return (
             "size_mismatch",
             f"The stored object has {stored.size} bytes, but the upload declared {declared_size}; upload it again.",
