@@ -190,7 +190,9 @@ class BufferedLineHandler(logging.StreamHandler):
 
     def write_line(self, line: str) -> None:
         """Queue a formatted line; it is written when the current loop turn ends."""
-        self._lines.append(line)
+        # The lock keeps a line appended here from landing in a list that another thread's flush() already took.
+        with self.lock:
+            self._lines.append(line)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 
 import pytest
 
@@ -219,3 +220,24 @@ def test_request_id_filter_kept(root_logging):
     filters = logging.getLogger().handlers[0].filters
 
     assert [type(one) for one in filters] == [RequestIdFilter]
+
+
+async def test_lines_from_another_thread_kept(handler):
+    handler, stream, logger = handler
+
+    def log_from_thread() -> None:
+        for number in range(2000):
+            logger.info("thread %d", number)
+
+    thread = threading.Thread(target=log_from_thread)
+    thread.start()
+    for number in range(2000):
+        logger.info("loop %d", number)
+        if number % 50 == 0:
+            await asyncio.sleep(0)
+    thread.join()
+    handler.flush()
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4000
+    assert sum(line.startswith("thread ") for line in lines) == 2000
