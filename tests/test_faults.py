@@ -187,7 +187,7 @@ async def test_pgbouncer_statement_cache_gives_503(running_postgres, start_on, c
         # The first lookup prepares its named statement through one server connection.
         first = await _get(client, "f/0.jpg", "user0")
         # PgBouncer hands out idle server connections last in, first out, so this transaction takes
-        # the one that knows the statement, and the gateway's next lookup runs on the other.
+        # the one that has the prepared statement, and the gateway's next lookup runs on the other.
         holder = await asyncpg.connect(bouncer.url, statement_cache_size=0)
         await holder.execute("BEGIN")
         await holder.execute("SELECT 1")

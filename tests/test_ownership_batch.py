@@ -1,4 +1,4 @@
-"""Batched ownership lookups: many concurrent lookups share queries, and each gets its own answer."""
+"""Batched ownership lookups: many concurrent lookups share queries, and each gets its own result."""
 
 import asyncio
 import datetime
