@@ -26,14 +26,15 @@ from .demo_page import add_demo_page, allow_browser_uploads
 from .errors import ConfigError
 from .logs import configure_logging
 from .s3 import open_clients
+from .server import serve
 from .settings import Settings, load_settings
+from .workers import new_event_loop
 
 log = logging.getLogger(__name__)
 
 DEMO_BUCKET = "media-gateway-demo"
 DEMO_ACCESS_KEY = "demo-access-key"
 DEMO_SECRET_KEY = "demo-secret-key"
-SHUTDOWN_TIMEOUT = 8.0
 
 
 def run_demo(environ: Mapping[str, str], host: str, port: int | None) -> int:
@@ -73,7 +74,9 @@ def run_demo(environ: Mapping[str, str], host: str, port: int | None) -> int:
     app = create_demo_app(settings)
 
     print(_banner(settings, host, port), flush=True)
-    web.run_app(app, host=host, port=port, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None, print=None)
+    # The same server as `serve`: its header limits, JSON parser errors, signal handling and drain.
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(app, host, port))
     return 0
 
 

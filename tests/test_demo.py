@@ -1,13 +1,16 @@
 """`media-gateway demo` as a user runs it: a subprocess with nothing configured, its printed links followed."""
 
 import http.cookiejar
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from importlib import resources
 
@@ -154,6 +157,36 @@ def test_demo_unknown_user_is_404(demo):
     _, output = demo
 
     assert _status(_browser(), _login_link(output, "alice").replace("alice", "mallory")) == 404
+
+
+def test_demo_malformed_request_gets_json_400(demo):
+    _, output = demo
+    origin = urllib.parse.urlsplit(_login_link(output, "alice"))
+
+    with socket.create_connection((origin.hostname, origin.port), timeout=5) as connection:
+        connection.sendall(b"GARBAGE / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    # aiohttp answers with HTTP/1.0 when it could not read the request's version.
+    assert head.split(b"\r\n")[0].split(b" ")[1] == b"400"
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["error"] == "bad_request"
+    assert b"GARBAGE" not in body
+
+
+def test_demo_long_url_reaches_handler(demo):
+    _, output = demo
+    origin = _login_link(output, "alice").split("/demo/")[0]
+
+    # Over aiohttp's default limit of 8190 bytes for the request line, which `serve` raises.
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        _browser().open(f"{origin}/media/{'a' * 10_000}")
+
+    assert raised.value.code == 400
+    assert json.loads(raised.value.read())["error"] == "malformed_key"
 
 
 def test_demo_stops_on_sigterm(demo):
