@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from . import admin
-from .errors import ConfigError, GatewayError
+from .errors import BackendUnavailable, ConfigError, GatewayError
 from .sessions.cookie import MAX_USER_ID_LENGTH
 from .settings import Settings, load_settings
 
@@ -54,19 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = objects.add_parser("add", help="register an object (upload the S3 object separately)")
     add.add_argument("key", metavar="KEY", help="key under MEDIA_PREFIX, as it appears in the URL")
-    add.add_argument("--owner", required=True, metavar="ID", help="user id of the owner")
+    add.add_argument("--owner", required=True, type=_user_id, metavar="ID", help="user id of the owner")
     add.add_argument("--public", action="store_true", help="anyone may read it, signed in or not")
     add.add_argument("--content-type", metavar="T", help="content type S3 sends with the file")
     add.add_argument("--filename", metavar="NAME", help="name offered to the browser (Content-Disposition)")
 
     grant = objects.add_parser("grant", help="share an object with another user")
     grant.add_argument("key", metavar="KEY")
-    grant.add_argument("--to", required=True, metavar="ID", help="user id to share with")
+    grant.add_argument("--to", required=True, type=_user_id, metavar="ID", help="user id to share with")
     grant.add_argument("--expires", metavar="ISO8601", help="end of the grant, e.g. 2027-01-31T12:00:00Z")
 
     revoke = objects.add_parser("revoke", help="stop sharing an object with a user")
     revoke.add_argument("key", metavar="KEY")
-    revoke.add_argument("--to", required=True, metavar="ID", help="user id to stop sharing with")
+    revoke.add_argument("--to", required=True, type=_user_id, metavar="ID", help="user id to stop sharing with")
 
     uploads = commands.add_parser("uploads", help="maintain browser uploads").add_subparsers(
         dest="uploads_command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -100,12 +100,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = _dispatch(args)
+    except BackendUnavailable as error:
+        print(f"media-gateway: error: {_unavailable_message(error)}", file=sys.stderr)
+        code = 1
     except GatewayError as error:
         print(f"media-gateway: error: {error}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _unavailable_message(error: BackendUnavailable) -> str:
+    """Name the setting behind an unreachable backend and what to check, as `check` does."""
+    if error.backend == "postgres":
+        return (
+            f"DATABASE_URL: PostgreSQL is not usable ({error.reason}); "
+            "check the URL, its user and password, and that the server runs"
+        )
+    if error.backend == "s3":
+        return (
+            f"S3_BUCKET: the bucket is not usable ({error.reason}); "
+            "check S3_BUCKET, S3_ENDPOINT_URL and the AWS credentials"
+        )
+    return str(error)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

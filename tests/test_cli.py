@@ -411,17 +411,23 @@ class TestObjectsAdd:
         query = await location_query(client, "notes.txt", token(OWNER))
         assert query["response-content-type"] == [content_type]
 
-    async def test_empty_owner_rejected(self, cli_env, db):
-        result = await run_cli(cli_env, "objects", "add", "a.txt", "--owner", " ")
+    @pytest.mark.parametrize("owner", [" ", "a\tb", "x" * 257], ids=["blank", "tab", "too-long"])
+    async def test_unusable_owner_rejected(self, cli_env, db, owner):
+        """Ids that no session token can carry are rejected, as `session issue` rejects them."""
+        result = await run_cli(cli_env, "objects", "add", "a.txt", "--owner", owner)
 
         line = assert_one_line_error(result)
+        assert result.returncode == 2
         assert "--owner" in line
+        assert "1 to 256 printable characters" in line
+        assert await db.fetchval("SELECT count(*) FROM media_objects") == 0
 
     async def test_unreachable_database_one_line(self, cli_env):
         env = {**cli_env, "DATABASE_URL": closed_port_url()}
 
         result = await run_cli(env, "objects", "add", "a.txt", "--owner", OWNER)
-        assert_one_line_error(result)
+        line = assert_one_line_error(result)
+        assert "DATABASE_URL: PostgreSQL is not usable" in line
 
 
 class TestObjectsGrant:

@@ -268,7 +268,8 @@ class TestUnavailable:
 
         line = assert_one_line_error(result)
         assert result.returncode == 1
-        assert "postgres unavailable" in line
+        assert "DATABASE_URL: PostgreSQL is not usable" in line
+        assert "check the URL" in line
 
     async def test_unreachable_s3_one_line(self, cli_env, db):
         key = new_key()
