@@ -9,10 +9,17 @@ build JsonErrorRequestHandler, a RequestHandler subclass, for each connection.
 from http import HTTPStatus
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from .responses import json_error
+
+# aiohttp's defaults (8190 bytes) reject a long URL or a large Cookie header in the parser. These
+# limits let such requests reach the handlers, which return a specific JSON 4xx. Anything larger
+# still gets the parser's 400, with the JSON body that GatewayRunner gives it.
+MAX_LINE_SIZE = 32 * 1024
+MAX_FIELD_SIZE = 16 * 1024
 
 _ERRORS = {
     400: ("bad_request", "The request is not valid HTTP/1.1; fix the request line and headers, then send it again."),
@@ -37,6 +44,11 @@ class JsonErrorRequestHandler(RequestHandler):
         super().handle_error(request, status, exc, message)
 
         code, text = _ERRORS.get(status) or _generic_error(status)
+        if isinstance(exc, LineTooLong):
+            text = (
+                f"The request line or a header is too long; the limits are {MAX_LINE_SIZE // 1024} KiB for the "
+                f"request line and {MAX_FIELD_SIZE // 1024} KiB per header, so send a shorter URL or fewer cookies."
+            )
         response = json_error(status, code, text)
         response.force_close()
         return response
@@ -56,7 +68,15 @@ class _JsonErrorServer(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """web.AppRunner whose connections send JSON bodies on the errors aiohttp sends without calling the app."""
+    """web.AppRunner whose connections send JSON bodies on the errors aiohttp sends without calling the app.
+
+    It also raises the parser's size limits to MAX_LINE_SIZE and MAX_FIELD_SIZE unless told otherwise.
+    """
+
+    def __init__(self, app: web.Application, **kwargs) -> None:
+        kwargs.setdefault("max_line_size", MAX_LINE_SIZE)
+        kwargs.setdefault("max_field_size", MAX_FIELD_SIZE)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -14,18 +14,13 @@ import signal
 from aiohttp import web
 
 from .observability import DRAIN_TIMEOUT
-from .protocol import GatewayRunner
+from .protocol import MAX_FIELD_SIZE, MAX_LINE_SIZE, GatewayRunner
 
 log = logging.getLogger("gateway")
 
 # The platform sends SIGKILL 10 s after SIGTERM; the rest is margin for the interpreter's exit.
 SHUTDOWN_BUDGET = 8.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# aiohttp's defaults (8190 bytes) reject a long URL or a large Cookie header in the parser. These
-# limits let such requests reach the handlers, which return a specific JSON 4xx. Anything larger
-# still gets the parser's 400, with the JSON body that GatewayRunner gives it.
-MAX_LINE_SIZE = 32 * 1024
-MAX_FIELD_SIZE = 16 * 1024
 
 
 async def serve(app: web.Application, host: str, port: int, reuse_port: bool = False) -> None:
