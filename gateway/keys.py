@@ -9,6 +9,7 @@ from .errors import MalformedKey
 MAX_OBJECT_KEY_BYTES = 1024
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_BAD_ESCAPE = re.compile("%(?![0-9A-Fa-f]{2})")
 
 
 def parse_key(raw_tail: str, prefix: str) -> str:
@@ -17,6 +18,9 @@ def parse_key(raw_tail: str, prefix: str) -> str:
     `raw_tail` is the request path after the media route and its slash, as sent
     on the wire (still percent-encoded), without the query string.
     """
+    if "%" in raw_tail and _BAD_ESCAPE.search(raw_tail):
+        # unquote would keep such a % as it is, so /media/a%zz and /media/a%25zz would name one key.
+        raise MalformedKey("the key has a % not followed by two hex digits; encode a literal % as %25")
     encoded = unquote_to_bytes(raw_tail)
 
     try:

@@ -285,6 +285,9 @@ MALFORMED_TARGETS = {
     "encoded surrogate": "/media/a%ED%A0%80.bin",
     "absolute-form dot dot": "http://127.0.0.1/media/a/../b.bin",
     "absolute-form encoded dot dot": "http://127.0.0.1/media/a/%2e%2e/b.bin",
+    "bare percent": "/media/a%",
+    "percent before one hex digit": "/media/a%4",
+    "percent before non-hex": "/media/a%zz.bin",
     "1025 bytes": "/media/" + "k" * 1025,
     "1026 bytes of two-byte letters": "/media/" + "%C3%A9" * 513,
 }
