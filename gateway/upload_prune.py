@@ -46,7 +46,7 @@ def parse_duration(value: str) -> datetime.timedelta:
     if match is None:
         raise ValueError(
             f"invalid duration {value[:40]!r}; "
-            "use whole seconds or a whole number with m, h or d, such as 90m, 24h or 7d"
+            "use a whole number of seconds, optionally with s, or with m, h or d, such as 90m, 24h or 7d"
         )
 
     # Python's int() rejects strings of over 4300 digits, and timedelta overflows far sooner, so long numbers stop here.
