@@ -53,7 +53,9 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
         response = observability.timed_out(request, settings.request_timeout)
     except web.HTTPException as error:
         if error.status < 400:
+            # A raised redirect is sent by aiohttp itself, so it gets the header here.
             status = error.status
+            error.headers["X-Request-ID"] = request_id
             raise
         response = _http_error(error)
     except BackendUnavailable as error:

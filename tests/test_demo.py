@@ -159,6 +159,23 @@ def test_demo_unknown_user_is_404(demo):
     assert _status(_browser(), _login_link(output, "alice").replace("alice", "mallory")) == 404
 
 
+def test_demo_login_redirect_has_request_id(demo):
+    _, output = demo
+
+    request = urllib.request.Request(_login_link(output, "alice"))
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.build_opener(_NoRedirect).open(request)
+
+    raised.value.close()
+    assert raised.value.code == 302
+    assert re.fullmatch(r"[0-9a-f]{32}", raised.value.headers["X-Request-ID"])
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 def test_demo_malformed_request_gets_json_400(demo):
     _, output = demo
     origin = urllib.parse.urlsplit(_login_link(output, "alice"))
@@ -185,8 +202,10 @@ def test_demo_long_url_reaches_handler(demo):
     with pytest.raises(urllib.error.HTTPError) as raised:
         _browser().open(f"{origin}/media/{'a' * 10_000}")
 
+    body = raised.value.read()
+    raised.value.close()
     assert raised.value.code == 400
-    assert json.loads(raised.value.read())["error"] == "malformed_key"
+    assert json.loads(body)["error"] == "malformed_key"
 
 
 def test_demo_stops_on_sigterm(demo):
