@@ -70,7 +70,7 @@ class _JsonErrorServer(web.Server):
 class GatewayRunner(web.AppRunner):
     """web.AppRunner whose connections send JSON bodies on the errors aiohttp sends without calling the app.
 
-    It also raises the parser's size limits to MAX_LINE_SIZE and MAX_FIELD_SIZE unless told otherwise.
+    It also raises the parser's size limits to MAX_LINE_SIZE and MAX_FIELD_SIZE unless the caller passes its own.
     """
 
     def __init__(self, app: web.Application, **kwargs) -> None:

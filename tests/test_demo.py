@@ -187,7 +187,7 @@ def test_demo_malformed_request_gets_json_400(demo):
             answer += chunk
 
     head, _, body = answer.partition(b"\r\n\r\n")
-    # aiohttp answers with HTTP/1.0 when it could not read the request's version.
+    # aiohttp responds with HTTP/1.0 when it could not read the request's version.
     assert head.split(b"\r\n")[0].split(b" ")[1] == b"400"
     assert b"Content-Type: application/json" in head
     assert json.loads(body)["error"] == "bad_request"
