@@ -159,7 +159,7 @@ async def _check_postgres(settings: Settings) -> str | None:
     except ConfigError as error:
         return str(error)
     except (BackendUnavailable, TimeoutError, *database.UNAVAILABLE_ERRORS) as error:
-        return f"DATABASE_URL: cannot reach PostgreSQL ({_reason(error)}); check the URL and that the server runs"
+        return postgres_problem(_reason(error))
 
     if not found and settings.ownership_query is None:
         return "DATABASE_URL: table media_objects is missing; run `media-gateway migrate`"
@@ -209,6 +209,14 @@ def _require_key(key: str, prefix: str) -> None:
 def _require_text(option: str, value: str) -> None:
     if not value.strip() or any(ord(char) < 0x20 for char in value):
         raise UsageError(f"{option} {value!r} is not a valid user id; give the backend's user id as text")
+
+
+def postgres_problem(reason: str) -> str:
+    """Return the one-line message for a PostgreSQL that cannot be reached or refuses the connection."""
+    return (
+        f"DATABASE_URL: PostgreSQL is not usable ({reason}); "
+        "check the URL, its user and password, and that the server runs"
+    )
 
 
 def _reason(error: BaseException) -> str:

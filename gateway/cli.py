@@ -114,10 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _unavailable_message(error: BackendUnavailable) -> str:
     """Name the setting behind an unreachable backend and what to check, as `check` does."""
     if error.backend == "postgres":
-        return (
-            f"DATABASE_URL: PostgreSQL is not usable ({error.reason}); "
-            "check the URL, its user and password, and that the server runs"
-        )
+        return admin.postgres_problem(error.reason)
     if error.backend == "s3":
         return (
             f"S3_BUCKET: the bucket is not usable ({error.reason}); "

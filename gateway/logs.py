@@ -65,13 +65,23 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-class LogfmtFormatter(logging.Formatter):
-    """`time=... level=... logger=... msg="..." key=value ...` on one line; tracebacks are escaped into `exc`."""
+class LineFormatter(logging.Formatter):
+    """A formatter that writes a record as one line through `format_line`, which the request line calls directly."""
 
     def format(self, record: logging.LogRecord) -> str:
         exc = self.formatException(record.exc_info) if record.exc_info else None
         fields = record_fields(record)
         return self.format_line(record.created, record.levelname, record.name, record.getMessage(), fields, exc)
+
+    @staticmethod
+    def format_line(
+        created: float, level: str, logger: str, message: str, fields: dict[str, object], exc: str | None = None
+    ) -> str:
+        raise NotImplementedError
+
+
+class LogfmtFormatter(LineFormatter):
+    """`time=... level=... logger=... msg="..." key=value ...` on one line; tracebacks are escaped into `exc`."""
 
     @staticmethod
     def format_line(
@@ -85,13 +95,8 @@ class LogfmtFormatter(logging.Formatter):
         return redact(" ".join(parts))
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(LineFormatter):
     """One JSON object per line, with the same keys as the logfmt format."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        exc = self.formatException(record.exc_info) if record.exc_info else None
-        fields = record_fields(record)
-        return self.format_line(record.created, record.levelname, record.name, record.getMessage(), fields, exc)
 
     @staticmethod
     def format_line(
@@ -236,6 +241,8 @@ def direct_handler(logger: logging.Logger) -> BufferedLineHandler | None:
         return None
     handler = handlers[0]
     if type(handler) is not BufferedLineHandler or handler.level > logging.INFO:
+        return None
+    if not isinstance(handler.formatter, LineFormatter):
         return None
     if any(type(one) is not RequestIdFilter for one in handler.filters):
         return None

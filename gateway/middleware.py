@@ -61,7 +61,7 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
     except BackendUnavailable as error:
         record_error(request, f"{error.backend}_unavailable", error.reason)
         retry_headers = {**media_headers(), "Retry-After": "2"}
-        message = f"{error.backend} is not answering; try again in a few seconds."
+        message = f"{error.backend} is not responding; try again in a few seconds."
         response = json_error(503, "unavailable", message, retry_headers)
     except Exception as error:
         record_error(request, "internal", f"{type(error).__name__}: {error}"[:200], level=logging.ERROR, exc_info=True)

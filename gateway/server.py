@@ -14,7 +14,7 @@ import signal
 from aiohttp import web
 
 from .observability import DRAIN_TIMEOUT
-from .protocol import MAX_FIELD_SIZE, MAX_LINE_SIZE, GatewayRunner
+from .protocol import GatewayRunner
 
 log = logging.getLogger("gateway")
 
@@ -36,8 +36,6 @@ async def serve(app: web.Application, host: str, port: int, reuse_port: bool = F
         handle_signals=False,
         access_log=None,
         shutdown_timeout=DRAIN_TIMEOUT + 1,
-        max_line_size=MAX_LINE_SIZE,
-        max_field_size=MAX_FIELD_SIZE,
     )
     try:
         await runner.setup()

@@ -158,6 +158,13 @@ def test_direct_handler_none_with_quiet_handler(root_logging):
     assert direct_handler(logging.getLogger("gateway.request")) is None
 
 
+def test_direct_handler_none_with_other_formatter(root_logging):
+    configure_logging("INFO")
+    logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(message)s"))
+
+    assert direct_handler(logging.getLogger("gateway.request")) is None
+
+
 @pytest.mark.parametrize("formatter_class", [LogfmtFormatter, JsonFormatter])
 def test_direct_line_matches_record_line(formatter_class):
     fields = {"method": "GET", "path": "/media/a b.jpg", "status": 302, "user": None, "duration_ms": 1.25}
